@@ -1,0 +1,5 @@
+import sys
+
+from zvperf.cli import main
+
+sys.exit(main())

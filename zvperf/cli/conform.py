@@ -1,0 +1,34 @@
+"""``zvperf conform CASE_DIR``: check the engine against reference vectors of the official models."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from zvperf.engine.conformance import load_case, run_case
+from zvperf.engine.device import resolve_device
+from zvperf.engine.precision import DTYPES
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("conform", help="run conformance case folders and compare with the reference outputs")
+    parser.add_argument("case_dirs", nargs="+", type=Path, metavar="CASE_DIR")
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--precision", default="fp32", choices=list(DTYPES))
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    failed = 0
+    for case_dir in args.case_dirs:
+        case = load_case(case_dir)
+        checks = run_case(case, device=device, precision=args.precision)
+        print(f"{case_dir} ({case.info['model_name']}, {device}, {args.precision})")
+        for check in checks:
+            verdict = "ok" if check.passed else "FAIL"
+            print(f"  {check.name:<15} max error {check.error:.3e}  tolerance {check.tolerance:.0e}  {verdict}")
+        failed += sum(not c.passed for c in checks)
+    if failed:
+        print(f"{failed} tensor(s) out of tolerance")
+    return 1 if failed else 0

@@ -1,0 +1,24 @@
+"""Choosing the device, and timing on it correctly."""
+
+from __future__ import annotations
+
+import torch
+
+from zvperf.errors import ZvperfError
+
+
+def resolve_device(name: str) -> str:
+    """'auto' picks CUDA when present; asking for CUDA where there is none is an error, not a fallback."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ZvperfError("--device cuda was requested but no CUDA device is available (torch.cuda.is_available() is False).")
+    if name not in ("cpu", "cuda"):
+        raise ZvperfError(f"device {name!r} is not one of auto, cpu, cuda.")
+    return name
+
+
+def synchronize(device: str | torch.device) -> None:
+    """Wait for queued GPU work, so that a host clock read afterwards measures compute, not launches."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)

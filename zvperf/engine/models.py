@@ -1,0 +1,338 @@
+"""ZipVoice and ZipVoice-Distill for inference, checkpoint-compatible with the official models."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from zvperf.engine.config import ModelConfig
+from zvperf.engine.solver import Step, nfe, plan_steps
+from zvperf.engine.zipformer import Zipformer
+from zvperf.errors import ZvperfError
+
+
+class TextCondition:
+    """The text encoder's output laid out on the frame axis, with the frame counts it was laid out for."""
+
+    def __init__(self, frames: Tensor, padding_mask: Tensor, features_lens: list[int]) -> None:
+        self.frames = frames  # (B, T, feat_dim)
+        self.padding_mask = padding_mask  # (B, T), True on padding
+        self.features_lens = features_lens  # prompt + generated frames, per utterance
+
+
+def ratio_durations(
+    prompt_frames: Sequence[int], prompt_token_counts: Sequence[int], token_counts: Sequence[int], speed: float
+) -> list[int]:
+    """Total frames per utterance: the prompt's plus its frames-per-token rate applied to the text.
+
+    frames = prompt_frames + ceil(prompt_frames / prompt_tokens * tokens / speed), evaluated in
+    float32 as the reference does, so that edge cases round to the same integer.
+    """
+    if speed <= 0 or not math.isfinite(speed):
+        raise ZvperfError(f"speed must be a positive number, got {speed}.")
+    if any(n <= 0 for n in prompt_token_counts):
+        raise ZvperfError("the prompt transcript produced no tokens in the vocabulary.")
+    pf = torch.tensor(list(prompt_frames), dtype=torch.int64)
+    pt = torch.tensor(list(prompt_token_counts), dtype=torch.int64)
+    tt = torch.tensor(list(token_counts), dtype=torch.int64)
+    generated = torch.ceil(pf / pt * tt / speed).to(torch.int64)
+    return (pf + generated).tolist()
+
+
+def frame_token_index(features_lens: Sequence[int], token_counts: Sequence[int], num_frames: int) -> Tensor:
+    """For every frame, the token position it reads: (B, num_frames) int64, computed without a loop per token.
+
+    Each of an utterance's n tokens covers frames // n frames in order; the frames left over (the
+    remainder and the batch padding) read position n, the pad appended after the last token.
+    """
+    lens = torch.tensor(list(features_lens), dtype=torch.int64)[:, None]
+    counts = torch.tensor(list(token_counts), dtype=torch.int64)[:, None]
+    per_token = lens // counts
+    frame = torch.arange(num_frames, dtype=torch.int64)[None, :]
+    covered = frame < per_token * counts
+    return torch.where(covered, frame // per_token.clamp(min=1), counts)
+
+
+class ZipVoice(nn.Module):
+    """The ZipVoice model: a Zipformer text encoder and a Zipformer flow-matching decoder.
+
+    Keyword arguments are the keys of the official ``model.json`` "model" section (any left out
+    take the released base model's values) plus ``vocab_size`` and ``pad_id``.
+    """
+
+    default_num_step = 16
+    default_guidance_scale = 1.0
+    name = "zipvoice"
+    # The distilled model takes the guidance scale as an input; this one applies it with a doubled batch.
+    guidance_is_input = False
+
+    def __init__(self, *, vocab_size: int = 360, pad_id: int = 0, **model_section: Any) -> None:
+        super().__init__()
+        defaults = ModelConfig().to_dict()
+        unknown = sorted(set(model_section) - set(defaults))
+        if unknown:
+            raise ZvperfError(f"{type(self).__name__}: unknown architecture key {unknown[0]!r}.")
+        config = ModelConfig.from_dict({**defaults, **model_section}, source=f"{type(self).__name__} arguments")
+        if not 0 <= pad_id < vocab_size:
+            raise ZvperfError(f"pad_id {pad_id} is outside the vocabulary of {vocab_size} tokens.")
+        self.config = config
+        self.vocab_size = vocab_size
+        self.pad_id = pad_id
+        self.feat_dim = config.feat_dim
+        c = config
+        self.fm_decoder = Zipformer(
+            in_dim=3 * c.feat_dim,
+            out_dim=c.feat_dim,
+            factors=c.fm_decoder_downsampling_factor,
+            num_layers=c.fm_decoder_num_layers,
+            kernel_sizes=c.fm_decoder_cnn_module_kernel,
+            channels=c.fm_decoder_dim,
+            feedforward_dim=c.fm_decoder_feedforward_dim,
+            heads=c.fm_decoder_num_heads,
+            query_head_dim=c.query_head_dim,
+            pos_head_dim=c.pos_head_dim,
+            value_head_dim=c.value_head_dim,
+            pos_dim=c.pos_dim,
+            time_embed_dim=c.time_embed_dim,
+            guidance_embed=self.guidance_is_input,
+        )
+        self.text_encoder = Zipformer(
+            in_dim=c.text_embed_dim,
+            out_dim=c.feat_dim,
+            factors=(1,),
+            num_layers=(c.text_encoder_num_layers,),
+            kernel_sizes=(c.text_encoder_cnn_module_kernel,),
+            channels=c.text_encoder_dim,
+            feedforward_dim=c.text_encoder_feedforward_dim,
+            heads=c.text_encoder_num_heads,
+            query_head_dim=c.query_head_dim,
+            pos_head_dim=c.pos_head_dim,
+            value_head_dim=c.value_head_dim,
+            pos_dim=c.pos_dim,
+        )
+        self.embed = nn.Embedding(vocab_size, c.text_embed_dim)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, vocab_size: int, pad_id: int) -> ZipVoice:
+        return cls(vocab_size=vocab_size, pad_id=pad_id, **config.to_dict())
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.fm_decoder.in_proj.weight.dtype
+
+    # ----------------------------------------------------------------------------------------
+    # One velocity evaluation
+    # ----------------------------------------------------------------------------------------
+    def forward_fm_decoder(
+        self,
+        t: Tensor,
+        xt: Tensor,
+        text_condition: Tensor,
+        speech_condition: Tensor,
+        padding_mask: Tensor | None = None,
+        guidance_scale: Tensor | None = None,
+    ) -> Tensor:
+        """The decoder's velocity at time ``t`` (a scalar or one value per batch entry, (N,) or (N, 1, 1)).
+
+        ``padding_mask`` is True on padding frames. ``guidance_scale`` is used by the distilled model only.
+        """
+        batch = xt.shape[0]
+        t = _per_batch(t, batch, xt.device)
+        scale = _per_batch(guidance_scale, batch, xt.device) if self.guidance_is_input else None
+        if self.guidance_is_input and scale is None:
+            raise ZvperfError("zipvoice_distill needs a guidance_scale for every decoder evaluation.")
+        x = torch.cat([xt, text_condition, speech_condition], dim=-1)
+        mask = None if padding_mask is None else padding_mask.bool()
+        return self.fm_decoder(x, mask, self.fm_decoder.condition(t, scale))
+
+    # ----------------------------------------------------------------------------------------
+    # Text conditioning
+    # ----------------------------------------------------------------------------------------
+    def encode_text(self, tokens: Sequence[Sequence[int]]) -> Tensor:
+        """Text encoder output for each token sequence, with one pad token appended (masked out as a key)."""
+        counts = [len(seq) for seq in tokens]
+        width = max(counts) + 1
+        padded = torch.full((len(tokens), width), self.pad_id, dtype=torch.int64)
+        for row, seq in enumerate(tokens):
+            padded[row, : len(seq)] = torch.tensor(list(seq), dtype=torch.int64)
+        key_mask = torch.arange(width)[None, :] >= torch.tensor(counts)[:, None]
+        padded, key_mask = padded.to(self.device), key_mask.to(self.device)
+        return self.text_encoder(self.embed(padded), key_mask)
+
+    def text_condition(
+        self,
+        tokens: Sequence[Sequence[int]],
+        prompt_tokens: Sequence[Sequence[int]],
+        prompt_features_lens: Sequence[int],
+        speed: float = 1.0,
+    ) -> TextCondition:
+        """Prompt and text tokens encoded together and stretched over the frames the ratio rule gives them."""
+        if len(tokens) != len(prompt_tokens) or len(tokens) != len(prompt_features_lens):
+            raise ZvperfError("tokens, prompt_tokens and prompt_features_lens must have one entry per utterance.")
+        joined = [list(p) + list(t) for p, t in zip(prompt_tokens, tokens)]
+        counts = [len(seq) for seq in joined]
+        features_lens = ratio_durations(
+            [int(n) for n in prompt_features_lens], [len(p) for p in prompt_tokens], [len(t) for t in tokens], speed
+        )
+        num_frames = max(features_lens)
+        encoded = self.encode_text(joined)
+        index = frame_token_index(features_lens, counts, num_frames).to(self.device)
+        frames = torch.gather(encoded, 1, index[..., None].expand(-1, -1, encoded.shape[-1]))
+        padding_mask = (torch.arange(num_frames)[None, :] >= torch.tensor(features_lens)[:, None]).to(self.device)
+        return TextCondition(frames, padding_mask, features_lens)
+
+    # ----------------------------------------------------------------------------------------
+    # The ODE solve
+    # ----------------------------------------------------------------------------------------
+    def plan(self, num_step: int, guidance_scale: float, t_shift: float) -> list[Step]:
+        return plan_steps(num_step, t_shift, guidance_scale, doubled_batch_cfg=not self.guidance_is_input)
+
+    def nfe(self, num_step: int, guidance_scale: float, t_shift: float = 0.5) -> int:
+        return nfe(self.plan(num_step, guidance_scale, t_shift))
+
+    def solve(
+        self,
+        x0: Tensor,
+        text_condition: Tensor,
+        speech_condition: Tensor,
+        padding_mask: Tensor,
+        num_step: int,
+        guidance_scale: float,
+        t_shift: float = 0.5,
+    ) -> Tensor:
+        """Integrate the flow from noise ``x0`` (t=0) to features (t=1) with ``num_step`` Euler steps."""
+        plan = SolvePlan(self, text_condition, speech_condition, padding_mask, num_step, guidance_scale, t_shift)
+        return plan.run(x0)
+
+    def sample(
+        self,
+        tokens: Sequence[Sequence[int]],
+        prompt_tokens: Sequence[Sequence[int]],
+        prompt_features: Tensor,
+        prompt_features_lens: Sequence[int],
+        speed: float = 1.0,
+        t_shift: float = 0.5,
+        num_step: int | None = None,
+        guidance_scale: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, list[int]]:
+        """Generate features for ``tokens`` in the voice of the prompt.
+
+        Returns the generated frames without the prompt, (B, max frames, feat_dim) zero-padded, and their counts.
+        """
+        num_step = self.default_num_step if num_step is None else num_step
+        guidance_scale = self.default_guidance_scale if guidance_scale is None else guidance_scale
+        cond = self.text_condition(tokens, prompt_tokens, prompt_features_lens, speed)
+        speech = speech_condition_from_prompt(prompt_features, prompt_features_lens, cond.frames.shape[1])
+        x0 = torch.randn(cond.frames.shape, device=self.device, generator=generator).to(cond.frames.dtype)
+        x1 = self.solve(x0, cond.frames, speech, cond.padding_mask, num_step, guidance_scale, t_shift)
+        prompt_lens = [int(n) for n in prompt_features_lens]
+        generated = [total - prompt for total, prompt in zip(cond.features_lens, prompt_lens)]
+        out = x1.new_zeros(x1.shape[0], max(generated), x1.shape[2])
+        for row, (start, count) in enumerate(zip(prompt_lens, generated)):
+            out[row, :count] = x1[row, start : start + count]
+        return out, generated
+
+
+class ZipVoiceDistill(ZipVoice):
+    """ZipVoice-Distill: the same architecture plus a guidance-scale embedding, one decoder pass per step."""
+
+    default_num_step = 8
+    default_guidance_scale = 3.0
+    name = "zipvoice_distill"
+    guidance_is_input = True
+
+
+def speech_condition_from_prompt(prompt_features: Tensor, prompt_features_lens: Sequence[int], frames: int) -> Tensor:
+    """The prompt's features on the first frames of each utterance, zeros elsewhere: (B, frames, feat_dim)."""
+    lens = torch.tensor([int(n) for n in prompt_features_lens], device=prompt_features.device)
+    keep = torch.arange(prompt_features.shape[1], device=prompt_features.device)[None, :] < lens[:, None]
+    speech = prompt_features * keep[..., None]
+    return F.pad(speech, (0, 0, 0, frames - speech.shape[1]))
+
+
+def _per_batch(value: Tensor | float | None, batch: int, device: torch.device) -> Tensor | None:
+    if value is None:
+        return None
+    value = torch.as_tensor(value, dtype=torch.float32, device=device).reshape(-1)
+    return value.expand(batch) if value.numel() == 1 else value
+
+
+class SolvePlan:
+    """What a solve can compute once, before its steps: the parts of the decoder's input projection
+    that come from the text and the speech prompt, and the time/guidance conditioning of every step.
+
+    The input projection is linear, so in_proj(concat(x, text, speech)) = W_x x + (W_text text + W_speech
+    speech + b); only the first term changes from step to step.
+    """
+
+    def __init__(
+        self,
+        model: ZipVoice,
+        text_condition: Tensor,
+        speech_condition: Tensor,
+        padding_mask: Tensor,
+        num_step: int,
+        guidance_scale: float,
+        t_shift: float,
+    ) -> None:
+        decoder = model.fm_decoder
+        feat = model.feat_dim
+        self.decoder = decoder
+        self.steps = model.plan(num_step, guidance_scale, t_shift)
+        w_x, w_text, w_speech = decoder.in_proj.weight.split(feat, dim=1)
+        self.w_x = w_x
+        text_part = F.linear(text_condition, w_text)
+        speech_part = F.linear(speech_condition, w_speech)
+        bias = decoder.in_proj.bias
+        conditional = text_part + speech_part + bias
+        mask = padding_mask.bool()
+        # Guidance is all or nothing: plan_steps gives every step the same kind of pass.
+        self.guided = bool(self.steps[0].guidance)
+        if self.guided:
+            # Batch layout [unconditional; conditional], as in the reference.
+            self.constant_keep_speech = torch.cat([speech_part + bias, conditional])
+            self.constant_drop_speech = torch.cat([bias.expand_as(conditional), conditional])
+            self.mask = torch.cat([mask, mask])
+        else:
+            self.constant = conditional
+            self.mask = mask
+        device = text_condition.device
+        times = torch.tensor([step.t for step in self.steps], device=device)
+        scales = torch.full_like(times, guidance_scale) if model.guidance_is_input else None
+        self.conditioning = decoder.condition(times, scales)  # (num_step, time_embed_dim)
+
+    def velocity(self, x: Tensor, index: int) -> tuple[Tensor, Tensor | None]:
+        """The decoder output at step ``index``: (conditional, unconditional or None)."""
+        step = self.steps[index]
+        h = F.linear(x, self.w_x)
+        cond = self.conditioning[index : index + 1]
+        if not self.guided:
+            return self.decoder.run_stacks(h + self.constant, self.mask, cond), None
+        constant = self.constant_keep_speech if step.uncond_keeps_speech else self.constant_drop_speech
+        out = self.decoder.run_stacks(h.repeat(2, 1, 1) + constant, self.mask, cond)
+        uncond, conditional = out.chunk(2)
+        return conditional, uncond
+
+    def run(self, x: Tensor) -> Tensor:
+        for index, step in enumerate(self.steps):
+            conditional, uncond = self.velocity(x, index)
+            x = euler_update(x, conditional, uncond, step)
+        return x
+
+
+def euler_update(x: Tensor, conditional: Tensor, uncond: Tensor | None, step: Step) -> Tensor:
+    """x + dt * ((1 + g) v_cond - g v_uncond), as two in-place multiply-adds on a fresh tensor."""
+    if uncond is None:
+        return torch.add(x, conditional, alpha=step.dt)
+    out = torch.add(x, conditional, alpha=step.dt * (1.0 + step.guidance))
+    return out.sub_(uncond, alpha=step.dt * step.guidance)
