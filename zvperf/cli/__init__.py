@@ -8,10 +8,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from zvperf.cli import conform
+from zvperf.cli import conform, synth
 from zvperf.errors import ZvperfError
 
-COMMANDS = (conform,)
+COMMANDS = (conform, synth)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,7 +36,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             "or as model.safetensors."
         ) from None
     except Exception as exc:  # noqa: BLE001 - the unpickler raises anything at all on a damaged file
-        raise ZvperfError(f"{path}: not a readable PyTorch checkpoint, corrupt or truncated ({_first_line(exc)}).") from None
+        raise ZvperfError(
+            f"{path}: not a readable PyTorch checkpoint, corrupt or truncated ({_first_line(exc)})."
+        ) from None
     state = data.get("model", data) if isinstance(data, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ZvperfError(f"{path}: does not contain a state_dict (expected {{'model': {{name: tensor}}}}).")

@@ -41,14 +41,14 @@ class ModelConfig:
     def from_dict(cls, section: dict[str, Any], source: str = "the model configuration") -> ModelConfig:
         """Validate a "model" section: every key present, no unknown key, sane values."""
         if not isinstance(section, dict):
-            raise ZvperfError(f"{source}: the \"model\" section must be a JSON object.")
+            raise ZvperfError(f'{source}: the "model" section must be a JSON object.')
         known = cls.keys()
         unknown = sorted(set(section) - set(known))
         if unknown:
-            raise ZvperfError(f"{source}: unknown key {unknown[0]!r} in the \"model\" section.")
+            raise ZvperfError(f'{source}: unknown key {unknown[0]!r} in the "model" section.')
         missing = [k for k in known if k not in section]
         if missing:
-            raise ZvperfError(f"{source}: key {missing[0]!r} is missing from the \"model\" section.")
+            raise ZvperfError(f'{source}: key {missing[0]!r} is missing from the "model" section.')
         values: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
             value = section[field.name]
@@ -110,8 +110,8 @@ def read_model_json(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
     except json.JSONDecodeError as exc:
         raise ZvperfError(f"{path}: not valid JSON ({exc}).") from None
     if not isinstance(data, dict) or "model" not in data:
-        raise ZvperfError(f"{path}: has no \"model\" section.")
+        raise ZvperfError(f'{path}: has no "model" section.')
     feature = data.get("feature", {"sampling_rate": 24000, "type": "vocos"})
     if feature.get("type", "vocos") != "vocos":
-        raise ZvperfError(f"{path}: feature type {feature.get('type')!r} is not supported (only \"vocos\").")
+        raise ZvperfError(f'{path}: feature type {feature.get("type")!r} is not supported (only "vocos").')
     return ModelConfig.from_dict(data["model"], source=str(path)), feature

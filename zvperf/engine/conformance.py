@@ -78,7 +78,9 @@ def load_case(case_dir: Path | str) -> Case:
     if missing:
         raise ZvperfError(f"{path / 'case.json'}: key {missing[0]!r} is missing.")
     if info["model_name"] not in MODEL_CLASSES:
-        raise ZvperfError(f"{path / 'case.json'}: model_name {info['model_name']!r} is not one of {list(MODEL_CLASSES)}.")
+        raise ZvperfError(
+            f"{path / 'case.json'}: model_name {info['model_name']!r} is not one of {list(MODEL_CLASSES)}."
+        )
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -118,7 +120,8 @@ def run_case(case: Case, device: str = "cpu", precision: str = "fp32", solver=No
         cond = model.text_condition(info["tokens"], info["prompt_tokens"], info["prompt_frames"], info["speed"])
         if cond.features_lens != list(info["features_lens"]):
             raise ZvperfError(
-                f"{case.path}: the duration rule gave {cond.features_lens} frames, the reference {info['features_lens']}."
+                f"{case.path}: the duration rule gave {cond.features_lens} frames, "
+                f"the reference {info['features_lens']}."
             )
         speech = speech_condition_from_prompt(put("prompt_features"), info["prompt_frames"], info["num_frames"])
         velocity = model.forward_fm_decoder(
@@ -135,7 +138,9 @@ def run_case(case: Case, device: str = "cpu", precision: str = "fp32", solver=No
         )
     valid = case.valid
     return [
-        Check("text_condition", relative_error(cond.frames, ref["text_condition"], valid), tolerances["text_condition"]),
+        Check(
+            "text_condition", relative_error(cond.frames, ref["text_condition"], valid), tolerances["text_condition"]
+        ),
         Check("fm_velocity", relative_error(velocity, ref["fm_velocity"], valid), tolerances["fm_velocity"]),
         Check("x1", relative_error(x1, ref["x1"], valid), tolerances["x1"]),
     ]

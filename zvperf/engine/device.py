@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
+
 import torch
 
 from zvperf.errors import ZvperfError
@@ -12,7 +16,9 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise ZvperfError("--device cuda was requested but no CUDA device is available (torch.cuda.is_available() is False).")
+        raise ZvperfError(
+            "--device cuda was requested but no CUDA device is available (torch.cuda.is_available() is False)."
+        )
     if name not in ("cpu", "cuda"):
         raise ZvperfError(f"device {name!r} is not one of auto, cpu, cuda.")
     return name
@@ -22,3 +28,22 @@ def synchronize(device: str | torch.device) -> None:
     """Wait for queued GPU work, so that a host clock read afterwards measures compute, not launches."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class StageClock:
+    """Wall time per named stage; on CUDA each stage ends with a device synchronisation, so a stage is
+    charged for the GPU work it queued rather than for launching it."""
+
+    def __init__(self, device: str | torch.device) -> None:
+        self.device = device
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        synchronize(self.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            synchronize(self.device)
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start

@@ -146,13 +146,14 @@ class ZipVoice(nn.Module):
         ``padding_mask`` is True on padding frames. ``guidance_scale`` is used by the distilled model only.
         """
         batch = xt.shape[0]
-        t = _per_batch(t, batch, xt.device)
+        times = _per_batch(t, batch, xt.device)
+        assert times is not None
         scale = _per_batch(guidance_scale, batch, xt.device) if self.guidance_is_input else None
         if self.guidance_is_input and scale is None:
             raise ZvperfError("zipvoice_distill needs a guidance_scale for every decoder evaluation.")
         x = torch.cat([xt, text_condition, speech_condition], dim=-1)
         mask = None if padding_mask is None else padding_mask.bool()
-        return self.fm_decoder(x, mask, self.fm_decoder.condition(t, scale))
+        return self.fm_decoder(x, mask, self.fm_decoder.condition(times, scale))
 
     # ----------------------------------------------------------------------------------------
     # Text conditioning
@@ -178,7 +179,7 @@ class ZipVoice(nn.Module):
         """Prompt and text tokens encoded together and stretched over the frames the ratio rule gives them."""
         if len(tokens) != len(prompt_tokens) or len(tokens) != len(prompt_features_lens):
             raise ZvperfError("tokens, prompt_tokens and prompt_features_lens must have one entry per utterance.")
-        joined = [list(p) + list(t) for p, t in zip(prompt_tokens, tokens)]
+        joined = [list(p) + list(t) for p, t in zip(prompt_tokens, tokens, strict=True)]
         counts = [len(seq) for seq in joined]
         features_lens = ratio_durations(
             [int(n) for n in prompt_features_lens], [len(p) for p in prompt_tokens], [len(t) for t in tokens], speed
@@ -236,9 +237,9 @@ class ZipVoice(nn.Module):
         x0 = torch.randn(cond.frames.shape, device=self.device, generator=generator).to(cond.frames.dtype)
         x1 = self.solve(x0, cond.frames, speech, cond.padding_mask, num_step, guidance_scale, t_shift)
         prompt_lens = [int(n) for n in prompt_features_lens]
-        generated = [total - prompt for total, prompt in zip(cond.features_lens, prompt_lens)]
+        generated = [total - prompt for total, prompt in zip(cond.features_lens, prompt_lens, strict=True)]
         out = x1.new_zeros(x1.shape[0], max(generated), x1.shape[2])
-        for row, (start, count) in enumerate(zip(prompt_lens, generated)):
+        for row, (start, count) in enumerate(zip(prompt_lens, generated, strict=True)):
             out[row, :count] = x1[row, start : start + count]
         return out, generated
 

@@ -49,7 +49,7 @@ def plan_steps(num_step: int, t_shift: float, guidance_scale: float, doubled_bat
     otherwise (zipvoice_distill) the model takes the scale as an input and every step is one pass."""
     times = time_schedule(num_step, t_shift)
     steps = []
-    for t, t_next in zip(times[:-1], times[1:]):
+    for t, t_next in zip(times[:-1], times[1:], strict=True):
         dt = t_next - t
         if not doubled_batch_cfg or guidance_scale == 0.0:
             steps.append(Step(t, dt, 0.0, False))

@@ -234,9 +234,7 @@ class ZipformerLayer(nn.Module):
         self.conv_module2 = Convolution(channels, kernel_size)
         self.norm = BiasNorm(channels)
 
-    def forward(
-        self, x: Tensor, pos_table: Tensor, time_emb: Tensor | None, padding_mask: Tensor | None
-    ) -> Tensor:
+    def forward(self, x: Tensor, pos_table: Tensor, time_emb: Tensor | None, padding_mask: Tensor | None) -> Tensor:
         start = x
         weights = self.self_attn_weights(x, pos_table, padding_mask)
         # time_emb is (B, 1, C) or zero-free None: it is added before the three blocks that mix time.
@@ -336,7 +334,7 @@ class Zipformer(nn.Module):
         self.in_proj = nn.Linear(in_dim, channels)
         self.out_proj = nn.Linear(channels, out_dim)
         stacks: list[nn.Module] = []
-        for factor, count, kernel in zip(factors, num_layers, kernel_sizes):
+        for factor, count, kernel in zip(factors, num_layers, kernel_sizes, strict=True):
             layers = [
                 ZipformerLayer(
                     channels, pos_dim, heads, query_head_dim, pos_head_dim, value_head_dim, feedforward_dim, kernel
@@ -374,4 +372,3 @@ class Zipformer(nn.Module):
         for stack in self.encoders:
             x = stack(x, conditioning, padding_mask)
         return self.out_proj(x)
-

@@ -1,0 +1,178 @@
+"""Where the weights come from: a local directory, the Hugging Face hub, or seeded random ("synthetic").
+
+All three give the same thing, a :class:`Weights`: the model with its checkpoint loaded strictly,
+its vocabulary and tokenizer, the Vocos vocoder, and an honest label of what was loaded. Synthetic
+weights have the official full-size architecture, so timings are real while the audio is noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+import torch
+from vocos import Vocos
+
+from zvperf.engine.checkpoint import load_checkpoint
+from zvperf.engine.config import ModelConfig, read_model_json
+from zvperf.engine.models import ZipVoice, ZipVoiceDistill
+from zvperf.engine.tokenizer import Tokenizer, Vocabulary, builtin_vocabulary, make_tokenizer
+from zvperf.engine.vocoder import VOCOS_REPO, load_vocos_dir, synthetic_vocos
+from zvperf.errors import ZvperfError
+
+log = logging.getLogger(__name__)
+
+HUB_REPO = "k2-fsa/ZipVoice"
+MODELS: dict[str, type[ZipVoice]] = {"zipvoice": ZipVoice, "zipvoice_distill": ZipVoiceDistill}
+OFFICIAL = "official"
+SYNTHETIC = "synthetic"
+
+
+@dataclasses.dataclass
+class Weights:
+    model: ZipVoice
+    tokenizer: Tokenizer
+    vocoder: Vocos
+    kind: str  # "official" when model and vocoder are real checkpoints, else "synthetic"
+    description: str  # where each part came from, for reports
+
+    @property
+    def model_name(self) -> str:
+        return self.model.name
+
+
+def check_model_name(model_name: str) -> type[ZipVoice]:
+    if model_name not in MODELS:
+        raise ZvperfError(f"model {model_name!r} is not one of {', '.join(MODELS)}.")
+    return MODELS[model_name]
+
+
+def synthetic_model(model_name: str, seed: int = 0, config: ModelConfig | None = None) -> tuple[ZipVoice, Vocabulary]:
+    """The official architecture (or ``config``) with seeded random weights and the built-in vocabulary."""
+    cls = check_model_name(model_name)
+    vocabulary = builtin_vocabulary()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = cls.from_config(config or ModelConfig(), vocab_size=len(vocabulary), pad_id=vocabulary.pad_id)
+    return model.eval(), vocabulary
+
+
+def load_model_dir(model_name: str, directory: Path) -> tuple[ZipVoice, Vocabulary]:
+    """A model directory in the official layout: model.pt or model.safetensors, model.json, tokens.txt."""
+    cls = check_model_name(model_name)
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ZvperfError(f"{directory}: model directory not found.")
+    checkpoint = next((directory / n for n in ("model.pt", "model.safetensors") if (directory / n).is_file()), None)
+    if checkpoint is None:
+        raise ZvperfError(f"{directory}: model directory has neither model.pt nor model.safetensors.")
+    for name in ("model.json", "tokens.txt"):
+        if not (directory / name).is_file():
+            raise ZvperfError(f"{directory}: model directory has no {name}.")
+    config, _ = read_model_json(directory / "model.json")
+    vocabulary = Vocabulary.from_file(directory / "tokens.txt")
+    model = cls.from_config(config, vocab_size=len(vocabulary), pad_id=vocabulary.pad_id)
+    load_checkpoint(model, checkpoint)
+    return model.eval(), vocabulary
+
+
+def hub_files(repo: str, filenames: list[str], cache_only: bool) -> list[Path]:
+    """Paths of ``filenames`` from a hub repo through huggingface_hub (which honours HF_HUB_OFFLINE)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    paths = []
+    for filename in filenames:
+        try:
+            paths.append(Path(hf_hub_download(repo, filename, local_files_only=cache_only)))
+        except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+            if cache_only:
+                raise FileNotFoundError(filename) from None
+            offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
+            raise ZvperfError(
+                f"downloading {filename} from the hub repo {repo} failed{offline}: {type(exc).__name__}; "
+                "--weights synthetic runs offline with seeded random weights."
+            ) from None
+    return paths
+
+
+def find_vocoder_dir(model_dir: Path) -> Path | None:
+    """A Vocos in the hub layout inside the model directory (itself or its vocos/ folder), if there is one."""
+    for candidate in (model_dir / "vocos", model_dir):
+        if (candidate / "config.yaml").is_file() and (candidate / "pytorch_model.bin").is_file():
+            return candidate
+    return None
+
+
+def load_weights(
+    model_name: str,
+    weights: str = "auto",
+    vocoder: str = "auto",
+    seed: int = 0,
+    tokenizer: str = "emilia",
+    lang: str = "en-us",
+) -> Weights:
+    """Load a model and a vocoder.
+
+    ``weights``: a model directory, ``hub`` (download), ``synthetic``, or ``auto`` (the hub's local
+    cache if it has the model, else synthetic; auto never waits on the network).
+    ``vocoder``: a directory with config.yaml + pytorch_model.bin, ``hub``, ``synthetic``, or ``auto``
+    (follows the model: its directory's Vocos if it has one, else the hub, its cache, or synthetic).
+    """
+    model, vocabulary, model_from = _load_model(model_name, weights, seed)
+    vocos, vocos_from = _load_vocoder(_vocoder_for(weights) if vocoder == "auto" else vocoder, seed)
+    real = not model_from.startswith(SYNTHETIC) and not vocos_from.startswith(SYNTHETIC)
+    return Weights(
+        model=model,
+        tokenizer=make_tokenizer(tokenizer, vocabulary, lang),
+        vocoder=vocos,
+        kind=OFFICIAL if real else SYNTHETIC,
+        description=f"model: {model_from}; vocoder: {vocos_from}",
+    )
+
+
+def _synthetic_label(seed: int, why: str = "") -> str:
+    return f"synthetic (seeded random weights, seed {seed}{why})"
+
+
+def _load_model(model_name: str, weights: str, seed: int) -> tuple[ZipVoice, Vocabulary, str]:
+    check_model_name(model_name)
+    if weights == "synthetic":
+        return (*synthetic_model(model_name, seed), _synthetic_label(seed))
+    if weights in ("hub", "auto"):
+        names = [f"{model_name}/{n}" for n in ("model.pt", "model.json", "tokens.txt")]
+        try:
+            files = hub_files(HUB_REPO, names, cache_only=weights == "auto")
+        except FileNotFoundError:
+            log.info("the hub cache has no %s weights; using synthetic weights", model_name)
+            return (
+                *synthetic_model(model_name, seed),
+                _synthetic_label(seed, "; no official weights in the hub cache"),
+            )
+        return (*load_model_dir(model_name, files[0].parent), f"hub {HUB_REPO}/{model_name}")
+    return (*load_model_dir(model_name, Path(weights)), f"local {weights}")
+
+
+def _vocoder_for(weights: str) -> str:
+    """The vocoder that goes with a model source when none is named."""
+    if weights in ("synthetic", "hub"):
+        return weights
+    if weights == "auto":
+        return "cache"
+    local = find_vocoder_dir(Path(weights))
+    return str(local) if local is not None else "cache"
+
+
+def _load_vocoder(spec: str, seed: int) -> tuple[Vocos, str]:
+    """``spec``: synthetic, hub, cache (the hub's local cache, else synthetic) or a directory."""
+    if spec == "synthetic":
+        return synthetic_vocos(seed), _synthetic_label(seed)
+    if spec in ("hub", "cache"):
+        try:
+            files = hub_files(VOCOS_REPO, ["config.yaml", "pytorch_model.bin"], cache_only=spec == "cache")
+        except FileNotFoundError:
+            return synthetic_vocos(seed), _synthetic_label(seed, "; no official Vocos in the hub cache")
+        return load_vocos_dir(files[0].parent), f"hub {VOCOS_REPO}"
+    return load_vocos_dir(Path(spec)), f"local {spec}"
