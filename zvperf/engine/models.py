@@ -179,17 +179,23 @@ class ZipVoice(nn.Module):
         """Prompt and text tokens encoded together and stretched over the frames the ratio rule gives them."""
         if len(tokens) != len(prompt_tokens) or len(tokens) != len(prompt_features_lens):
             raise ZvperfError("tokens, prompt_tokens and prompt_features_lens must have one entry per utterance.")
-        joined = [list(p) + list(t) for p, t in zip(prompt_tokens, tokens, strict=True)]
-        counts = [len(seq) for seq in joined]
         features_lens = ratio_durations(
             [int(n) for n in prompt_features_lens], [len(p) for p in prompt_tokens], [len(t) for t in tokens], speed
         )
+        return self.layout_text(tokens, prompt_tokens, features_lens)
+
+    def layout_text(
+        self, tokens: Sequence[Sequence[int]], prompt_tokens: Sequence[Sequence[int]], features_lens: Sequence[int]
+    ) -> TextCondition:
+        """Prompt and text tokens encoded together and stretched over ``features_lens`` frames each."""
+        joined = [list(p) + list(t) for p, t in zip(prompt_tokens, tokens, strict=True)]
+        counts = [len(seq) for seq in joined]
         num_frames = max(features_lens)
         encoded = self.encode_text(joined)
         index = frame_token_index(features_lens, counts, num_frames).to(self.device)
         frames = torch.gather(encoded, 1, index[..., None].expand(-1, -1, encoded.shape[-1]))
         padding_mask = (torch.arange(num_frames)[None, :] >= torch.tensor(features_lens)[:, None]).to(self.device)
-        return TextCondition(frames, padding_mask, features_lens)
+        return TextCondition(frames, padding_mask, list(features_lens))
 
     # ----------------------------------------------------------------------------------------
     # The ODE solve

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from vocos import Vocos
 
+from zvperf.backends import Solver
 from zvperf.engine import audio
 from zvperf.engine.device import StageClock
 from zvperf.engine.models import ZipVoice, speech_condition_from_prompt
@@ -129,11 +130,14 @@ class Synthesizer:
     """Synthesis with one model and vocoder on one device and precision."""
 
     def __init__(self, weights: Weights, device: str = "cpu", precision: str = "fp32") -> None:
+        """The model is moved to ``device`` in ``precision``; ``self.solver`` (default: the model's own eager
+        solve) may be replaced by a backend's."""
         self.weights = weights
         self.device = device
         self.dtype = dtype_of(precision)
         self.model: ZipVoice = weights.model.to(device=device, dtype=self.dtype).eval()
         self.vocoder: Vocos = weights.vocoder.to(device).eval()
+        self.solver: Solver = self.model.solve
         self.tokenizer = weights.tokenizer
         self.mel = audio.MelExtractor(device)
 
@@ -229,9 +233,7 @@ class Synthesizer:
         frames = cond.frames.shape[1]
         speech = speech_condition_from_prompt(prompt.features.expand(batch, -1, -1), [prompt.frames] * batch, frames)
         x0 = torch.randn(cond.frames.shape, generator=generator, device=self.device, dtype=torch.float32)
-        return self.model.solve(
-            x0.to(self.dtype), cond.frames, speech, cond.padding_mask, num_step, guidance_scale, t_shift
-        )
+        return self.solver(x0.to(self.dtype), cond.frames, speech, cond.padding_mask, num_step, guidance_scale, t_shift)
 
     def vocode(self, features: Sequence[torch.Tensor], prompt: Prompt, remove_long_silence: bool) -> torch.Tensor:
         """Each chunk's features through Vocos (one at a time, as the reference), joined and trimmed."""

@@ -116,13 +116,14 @@ def load_weights(
 ) -> Weights:
     """Load a model and a vocoder.
 
-    ``weights``: a model directory, ``hub`` (download), ``synthetic``, or ``auto`` (the hub's local
-    cache if it has the model, else synthetic; auto never waits on the network).
+    ``weights``: a model directory (or a folder of them named after the models, as on the hub),
+    ``hub`` (download), ``synthetic``, or ``auto`` (the hub's local cache if it has the model, else
+    synthetic; auto never waits on the network).
     ``vocoder``: a directory with config.yaml + pytorch_model.bin, ``hub``, ``synthetic``, or ``auto``
     (follows the model: its directory's Vocos if it has one, else the hub, its cache, or synthetic).
     """
     model, vocabulary, model_from = _load_model(model_name, weights, seed)
-    vocos, vocos_from = _load_vocoder(_vocoder_for(weights) if vocoder == "auto" else vocoder, seed)
+    vocos, vocos_from = _load_vocoder(_vocoder_for(model_name, weights) if vocoder == "auto" else vocoder, seed)
     real = not model_from.startswith(SYNTHETIC) and not vocos_from.startswith(SYNTHETIC)
     return Weights(
         model=model,
@@ -152,17 +153,28 @@ def _load_model(model_name: str, weights: str, seed: int) -> tuple[ZipVoice, Voc
                 _synthetic_label(seed, "; no official weights in the hub cache"),
             )
         return (*load_model_dir(model_name, files[0].parent), f"hub {HUB_REPO}/{model_name}")
-    return (*load_model_dir(model_name, Path(weights)), f"local {weights}")
+    directory = model_directory(model_name, Path(weights))
+    return (*load_model_dir(model_name, directory), f"local {directory}")
 
 
-def _vocoder_for(weights: str) -> str:
+def model_directory(model_name: str, path: Path) -> Path:
+    """``path`` itself, or its ``<model_name>/`` folder when it is laid out like the hub repo (one per model)."""
+    nested = path / model_name
+    return nested if nested.is_dir() and not (path / "model.json").is_file() else path
+
+
+def _vocoder_for(model_name: str, weights: str) -> str:
     """The vocoder that goes with a model source when none is named."""
     if weights in ("synthetic", "hub"):
         return weights
     if weights == "auto":
         return "cache"
-    local = find_vocoder_dir(Path(weights))
-    return str(local) if local is not None else "cache"
+    root = Path(weights)
+    for directory in (model_directory(model_name, root), root):
+        local = find_vocoder_dir(directory)
+        if local is not None:
+            return str(local)
+    return "cache"
 
 
 def _load_vocoder(spec: str, seed: int) -> tuple[Vocos, str]:

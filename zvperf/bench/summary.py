@@ -1,0 +1,86 @@
+"""The table printed after a run: one row per configuration, readable without opening the JSON."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from zvperf.bench.results import Result
+
+
+def _ms(result: Result | None) -> str:
+    return f"{result.median * 1e3:.1f}" if result else "-"
+
+
+def peak_memory_mib(result: Result) -> float | None:
+    telemetry = result.extra.get("telemetry") or {}
+    if "torch_peak_allocated_mib" in telemetry:
+        return telemetry["torch_peak_allocated_mib"]
+    return (telemetry.get("cpu") or {}).get("rss_mib_peak")
+
+
+def rows(results: list[Result]) -> list[dict[str, str]]:
+    """One row per timed configuration (model-steps-backend-precision[-length])."""
+    by_config: dict[str, dict[str, Result]] = defaultdict(dict)
+    for result in results:
+        if result.kind in ("solver", "e2e"):
+            by_config[result.config_id][result.kind] = result
+    table = []
+    for config_id, kinds in by_config.items():
+        solver, e2e = kinds.get("solver"), kinds.get("e2e")
+        main = e2e or solver
+        assert main is not None
+        speedup = main.extra.get("speedup_vs_zipvoice16")
+        memory = max((m for m in (peak_memory_mib(r) for r in kinds.values()) if m is not None), default=None)
+        flags = sorted({f.split(":")[0] for r in kinds.values() for f in r.flags})
+        table.append(
+            {
+                "configuration": config_id,
+                "solver ms": _ms(solver),
+                "e2e ms": _ms(e2e),
+                "RTF": f"{main.extra['rtf']:.4f}",
+                "speed-up": f"{speedup:.2f}x" if speedup else "-",
+                "peak MiB": f"{memory:.0f}" if memory is not None else "-",
+                "flags": ", ".join(flags) or "-",
+            }
+        )
+    return table
+
+
+def component_rows(results: list[Result]) -> list[dict[str, str]]:
+    """Text encoder, vocoder and cold start, per built configuration."""
+    by_config: dict[str, dict[str, Result]] = defaultdict(dict)
+    for result in results:
+        if result.kind in ("text_encoder", "vocoder", "cold_start"):
+            by_config[result.config_id][result.kind] = result
+    return [
+        {
+            "configuration": config_id,
+            "text encoder ms": _ms(kinds.get("text_encoder")),
+            "vocoder ms": _ms(kinds.get("vocoder")),
+            "cold start ms": _ms(kinds.get("cold_start")),
+        }
+        for config_id, kinds in by_config.items()
+    ]
+
+
+def format_table(table: list[dict[str, str]]) -> list[str]:
+    if not table:
+        return []
+    columns = list(table[0])
+    widths = {c: max(len(c), *(len(row[c]) for row in table)) for c in columns}
+    align = {c: str.ljust if c in ("configuration", "flags") else str.rjust for c in columns}
+    lines = ["  ".join(align[c](c, widths[c]) for c in columns)]
+    lines.append("  ".join("-" * widths[c] for c in columns))
+    lines += ["  ".join(align[c](row[c], widths[c]) for c in columns) for row in table]
+    return lines
+
+
+def summary_lines(results: list[Result], header: str) -> list[str]:
+    lines = [header, *format_table(rows(results))]
+    components = component_rows(results)
+    if components:
+        lines += ["", *format_table(components)]
+    flagged = [(r, f) for r in results for f in r.flags]
+    if flagged:
+        lines += ["", "flags:"] + [f"  {r.id}: {f}" for r, f in flagged]
+    return lines
