@@ -1,0 +1,42 @@
+"""``zvperf report``: the optimization guide's tables, recommendations and plots, rendered from results JSON."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from zvperf.report import LANGS
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="render benchmark results into a markdown guide with plots (ja or en)",
+        description="Render one or more --benchmark-json files from zvperf's suite into markdown, one section per "
+        "hardware key, with PNG plots written next to the markdown.",
+    )
+    p.add_argument("results", nargs="+", type=Path, metavar="RESULTS.json", help="pytest-benchmark JSON from zvperf")
+    p.add_argument("--lang", default="ja", choices=LANGS, help="language of the bundled template (default: ja)")
+    p.add_argument("--template", type=Path, metavar="FILE", help="a Jinja2 template to use instead of the bundled one")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the whole report to FILE")
+    target.add_argument(
+        "--update",
+        type=Path,
+        metavar="FILE",
+        help="rewrite only the <!-- zvperf:begin NAME --> ... <!-- zvperf:end NAME --> blocks of FILE",
+    )
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here so that matplotlib and Jinja2 load only for this command.
+    from zvperf.report.render import update_report, write_report
+
+    if args.update is not None:
+        update_report(args.results, args.lang, args.update, args.template)
+        print(f"updated {args.update}")
+    else:
+        write_report(args.results, args.lang, args.output, args.template)
+        print(f"wrote {args.output}")
+    return 0

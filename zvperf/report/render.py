@@ -1,0 +1,141 @@
+"""Render benchmark results into a markdown report through a Jinja2 template, with its plots beside it.
+
+Template context (the same for the bundled ``report.ja.md.j2``/``report.en.md.j2`` and a user's ``--template``):
+
+* ``lang``: ``"ja"`` or ``"en"``; ``files``: the results files' names; ``multi``: more than one hardware key;
+  ``synthetic``: some result was measured with synthetic weights.
+* ``sections``: one per hardware key, each a dict with ``key``, ``blocks`` (part -> marker name) and the parts
+  built by :func:`zvperf.report.tables.section_context`: ``environment``, ``summary``, ``backends``,
+  ``telemetry``, ``findings``, ``recommendations``, ``flags``, ``plots`` (figure -> PNG path relative to the
+  markdown). Numbers arrive formatted (ms 1 decimal, RTF 4 decimals, speed-up ``10.65x``); ``"-"`` means none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from zvperf.bench.results import load_results
+from zvperf.errors import ZvperfError
+from zvperf.report import LANGS, markers, plots, tables
+
+
+def _escape_cell(value: Any) -> str:
+    """A value safe inside a markdown table cell."""
+    return str(value).replace("|", "\\|")
+
+
+def _environment(loader: jinja2.BaseLoader) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=loader,
+        undefined=jinja2.StrictUndefined,  # a misspelt name in a template fails instead of printing nothing
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,  # markdown, not HTML
+    )
+    env.filters["cell"] = _escape_cell
+    return env
+
+
+def load_template(lang: str, template: Path | None = None) -> jinja2.Template:
+    """The bundled template for ``lang``, or the user's ``template`` file."""
+    if template is None:
+        return _environment(jinja2.PackageLoader("zvperf.report", "templates")).get_template(f"report.{lang}.md.j2")
+    if not template.is_file():
+        raise ZvperfError(f"--template {template}: file not found.")
+    try:
+        return _environment(jinja2.FileSystemLoader(template.parent)).get_template(template.name)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ZvperfError(f"--template {template}: syntax error on line {exc.lineno} ({exc.message}).") from None
+    except UnicodeDecodeError:
+        raise ZvperfError(f"--template {template}: not UTF-8 text.") from None
+
+
+@dataclasses.dataclass
+class Report:
+    markdown: str
+    figures: list[tuple[tables.Section, dict[str, str]]]  # each section with its figures' file names
+
+    def write_figures(self, directory: Path) -> None:
+        for section, names in self.figures:
+            plots.write_plots(section, directory, names)
+
+
+def build(paths: list[Path], lang: str, out: Path, template: Path | None = None) -> Report:
+    """Read the results, derive the tables and render the markdown for a report saved as ``out``."""
+    if lang not in LANGS:
+        raise ZvperfError(f"--lang {lang!r} is not one of {', '.join(LANGS)}.")
+    jinja_template = load_template(lang, template)  # before the results: a bad template fails fast
+    files = [load_results(path) for path in paths]
+    sections = tables.sections(files)
+    multi = len(sections) > 1
+    figures, contexts = [], []
+    for section in sections:
+        # One hardware key: plain names (summary, out-steps.png); several: qualified by the key.
+        blocks = {part: f"{part}/{section.key}" if multi else part for part in tables.PARTS}
+        names = plots.plot_names(f"{out.stem}-{section.key}" if multi else out.stem)
+        figures.append((section, names))
+        contexts.append(tables.section_context(section, blocks, names))
+    context = {
+        "lang": lang,
+        "files": [f.path.name for f in files],
+        "multi": multi,
+        "synthetic": any(s["environment"]["synthetic"] for s in contexts),
+        "sections": contexts,
+    }
+    try:
+        markdown = jinja_template.render(context)
+    except jinja2.TemplateError as exc:
+        if template is None:
+            raise  # a bug in a bundled template, not the user's input
+        raise ZvperfError(f"--template {template}: {exc.message or exc}.") from None
+    return Report(markdown, figures)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` only once the new text is fully on disk, keeping an existing file's permissions."""
+    temporary = path.with_name(f".{path.name}.zvperf-tmp")
+    try:
+        temporary.write_bytes(text.encode("utf-8"))
+        if path.exists():
+            shutil.copymode(path, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _check_target(path: Path) -> None:
+    if path.is_dir():
+        raise ZvperfError(f"{path}: is a folder, not a markdown file.")
+    if not path.parent.is_dir():
+        raise ZvperfError(f"{path}: its folder {path.parent} does not exist.")
+
+
+def write_report(paths: list[Path], lang: str, out: Path, template: Path | None = None) -> None:
+    """Render a whole report to ``out`` (overwriting it) and its figures next to it."""
+    _check_target(out)
+    report = build(paths, lang, out, template)
+    report.write_figures(out.parent)
+    _write_atomic(out, report.markdown)
+
+
+def update_report(paths: list[Path], lang: str, target: Path, template: Path | None = None) -> None:
+    """Rewrite only the marker blocks of ``target`` with freshly rendered ones; all other bytes stay as they are."""
+    try:
+        document = target.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ZvperfError(f"--update {target}: file not found.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ZvperfError(f"--update {target}: cannot be read as UTF-8 text ({exc}).") from None
+    report = build(paths, lang, target, template)
+    fresh = markers.contents(report.markdown, str(template or f"the bundled {lang} template"))
+    updated = markers.update(document, fresh, str(target))
+    report.write_figures(target.parent)
+    _write_atomic(target, updated)

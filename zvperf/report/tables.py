@@ -1,0 +1,429 @@
+"""What the report says, derived from the results: rows, derived picks and commands, as template-ready values.
+
+Every number here comes straight from one benchmark's stats or extra_info (nothing is typed in), and is
+formatted in one place so that the tables, the plots and the tests agree digit for digit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections import defaultdict
+from typing import Any
+
+from zvperf.bench.results import Result, ResultsFile
+from zvperf.errors import ZvperfError
+
+# The generated parts of a report; each is wrapped in <!-- zvperf:begin NAME --> ... <!-- zvperf:end NAME -->.
+PARTS = ("environment", "summary", "backends", "telemetry", "findings", "recommendations", "flags", "plots")
+# The quality pick is the undistilled model; the balance pick, the distilled one.
+FULL_MODEL = "zipvoice"
+DISTILLED_MODEL = "zipvoice_distill"
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f}"
+
+
+def fmt_rtf(rtf: float) -> str:
+    return f"{rtf:.4f}"
+
+
+def fmt_speedup(speedup: float | None) -> str:
+    return f"{speedup:.2f}x" if speedup else "-"
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+@dataclasses.dataclass
+class Row:
+    """One timed configuration (a summary-table row): its solver and end-to-end results."""
+
+    config_id: str
+    solver: Result | None = None
+    e2e: Result | None = None
+
+    @property
+    def main(self) -> Result:
+        """The end-to-end result, or the solver's where the run timed only the solver."""
+        main = self.e2e or self.solver
+        assert main is not None, "a Row is only made for a solver or e2e result"
+        return main
+
+    def _extra(self, key: str) -> Any:
+        return self.main.extra[key]
+
+    @property
+    def model(self) -> str:
+        return self._extra("model")
+
+    @property
+    def num_step(self) -> int:
+        return self._extra("num_step")
+
+    @property
+    def backend(self) -> str:
+        return self._extra("backend")
+
+    @property
+    def precision(self) -> str:
+        return self._extra("precision")
+
+    @property
+    def frames_bucket(self) -> int | None:
+        return self.main.extra.get("frames_bucket")
+
+    @property
+    def seconds(self) -> float:
+        return self.main.median
+
+    @property
+    def rtf(self) -> float:
+        return float(self._extra("rtf"))
+
+    @property
+    def speedup(self) -> float | None:
+        return self.main.extra.get("speedup_vs_zipvoice16")
+
+    @property
+    def synthetic(self) -> bool:
+        return self._extra("weights") == "synthetic"
+
+    @property
+    def line(self) -> tuple[str, str, int | None]:
+        """The plot line this row belongs to: model, backend-precision and decoder length."""
+        return self.model, f"{self.backend}-{self.precision}", self.frames_bucket
+
+
+@dataclasses.dataclass
+class Section:
+    """Everything measured on one hardware key, possibly from several files."""
+
+    key: str
+    files: list[ResultsFile]
+    rows: list[Row]
+
+    @property
+    def results(self) -> list[Result]:
+        return [r for f in self.files for r in f.results]
+
+    @property
+    def device(self) -> str:
+        return self.files[0].zvperf_machine.get("device") or self.rows[0].main.extra["device"]
+
+
+def sections(files: list[ResultsFile]) -> list[Section]:
+    """Group the files by hardware key (in the order given) and pair each configuration's solver and e2e results."""
+    by_key: dict[str, list[ResultsFile]] = defaultdict(list)
+    for results_file in files:
+        by_key[results_file.hardware_key].append(results_file)
+    grouped = []
+    for key, key_files in by_key.items():
+        rows: dict[str, Row] = {}
+        seen: dict[str, ResultsFile] = {}
+        for results_file in key_files:
+            for result in results_file.results:
+                if result.id in seen:
+                    raise ZvperfError(
+                        f"{results_file.path}: benchmark {result.id!r} is also in {seen[result.id].path} "
+                        f"(same hardware key {key!r}); report one of them."
+                    )
+                seen[result.id] = results_file
+                if result.kind in ("solver", "e2e"):
+                    row = rows.setdefault(result.config_id, Row(result.config_id))
+                    setattr(row, result.kind, result)
+        if not rows:
+            raise ZvperfError(f"{key_files[0].path}: holds no solver or e2e benchmarks to report.")
+        grouped.append(Section(key, key_files, list(rows.values())))
+    return grouped
+
+
+def _when(stamp: str) -> str:
+    try:
+        moment = dt.datetime.fromisoformat(stamp)
+    except ValueError:
+        return stamp
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M") + (" UTC" if moment.tzinfo is not None else "")
+
+
+def environment(section: Section) -> dict[str, Any]:
+    """The machine and software of the section's first file (files of one hardware key share the machine)."""
+    first = section.files[0]
+    machine, info = first.zvperf_machine, first.machine_info
+    software = machine.get("software") or {}
+    weights = sorted({r.extra["weights"] for r in section.results})
+    return {
+        "device": section.device,
+        "gpu": machine.get("gpu"),  # name, memory_gib, compute_capability, count, driver (None on a CPU run)
+        "driver": (machine.get("gpu") or {}).get("driver"),
+        "cpu": machine.get("cpu"),
+        "cpu_cores": machine.get("cpu_cores"),
+        "torch_threads": machine.get("torch_threads"),
+        "os": " ".join(filter(None, (info.get("system"), info.get("release")))) or None,
+        "python": software.get("python") or info.get("python_version"),
+        "torch": software.get("torch"),
+        "cuda": software.get("cuda"),
+        "tensorrt": software.get("tensorrt"),
+        "onnxruntime": software.get("onnxruntime"),
+        "weights": weights,
+        "synthetic": "synthetic" in weights,
+        "sources": [
+            {
+                "file": f.path.name,
+                "datetime": _when(f.datetime),
+                "commit": (f.commit_info.get("id") or "")[:12] or None,
+                "dirty": bool(f.commit_info.get("dirty")),
+            }
+            for f in section.files
+        ],
+    }
+
+
+def _flag_marks(section: Section) -> dict[str, int]:
+    """A footnote number per flagged configuration: summary rows first, in table order, then the rest."""
+    order = [row.config_id for row in section.rows] + [r.config_id for r in section.results]
+    flagged = {r.config_id for r in section.results if r.flags}
+    marks: dict[str, int] = {}
+    for config_id in order:
+        if config_id in flagged and config_id not in marks:
+            marks[config_id] = len(marks) + 1
+    return marks
+
+
+def summary(section: Section, marks: dict[str, int]) -> dict[str, Any]:
+    """The guide's table: configuration, solver ms, end-to-end ms, RTF, speed-up; the best speed-up in bold."""
+    best = max((row for row in section.rows if row.speedup), key=lambda row: row.speedup or 0.0, default=None)
+    return {
+        "rows": [
+            {
+                "configuration": row.config_id,
+                "solver_ms": ms(row.solver.median) if row.solver else "-",
+                "e2e_ms": ms(row.e2e.median) if row.e2e else "-",
+                "rtf": fmt_rtf(row.rtf),
+                "speedup": fmt_speedup(row.speedup),
+                "best": row is best,
+                "mark": marks.get(row.config_id),
+            }
+            for row in section.rows
+        ],
+        "has_reference": best is not None,
+        "solver_fallback": any(row.e2e is None for row in section.rows),
+        "synthetic": any(row.synthetic for row in section.rows),
+    }
+
+
+def backends(section: Section) -> dict[str, Any]:
+    """Solver ms for each (model, steps[, length]) across backend/precision columns; the fastest cell in bold."""
+    columns = list(dict.fromkeys(f"{r.backend}-{r.precision}" for r in section.rows if r.solver))
+    table: dict[tuple[str, int, int | None], dict[str, float]] = defaultdict(dict)
+    for row in section.rows:
+        if row.solver:
+            table[(row.model, row.num_step, row.frames_bucket)][f"{row.backend}-{row.precision}"] = row.solver.median
+    rows = []
+    for (model, num_step, frames), cells in table.items():
+        fastest = min(cells.values())
+        rows.append(
+            {
+                "model": model,
+                "num_step": num_step,
+                "frames": frames,
+                "cells": [
+                    {"text": ms(cells[c]), "best": len(cells) > 1 and cells[c] == fastest}
+                    if c in cells
+                    else {"text": "-", "best": False}
+                    for c in columns
+                ],
+            }
+        )
+    return {"columns": columns, "rows": rows}
+
+
+def _gpu(result: Result) -> dict[str, Any]:
+    return (result.extra.get("telemetry") or {}).get("gpu") or {}
+
+
+def _memory(result: Result) -> tuple[float | None, str | None]:
+    """Peak memory and where it was measured: torch's allocator, NVML (whole GPU), or the process RSS on a CPU."""
+    telemetry = result.extra.get("telemetry") or {}
+    if telemetry.get("torch_peak_allocated_mib") is not None:
+        return telemetry["torch_peak_allocated_mib"], "torch"
+    if _gpu(result).get("memory_used_mib_peak") is not None:
+        return _gpu(result)["memory_used_mib_peak"], "nvml"
+    rss = (telemetry.get("cpu") or {}).get("rss_mib_peak")
+    return rss, "rss" if rss is not None else None
+
+
+def telemetry(section: Section) -> dict[str, Any]:
+    """Per configuration, from its end-to-end run (the solver's where there is none): memory, power, energy."""
+    rows, sources = [], []
+    for row in section.rows:
+        memory, source = _memory(row.main)
+        if source and source not in sources:
+            sources.append(source)
+        rows.append(
+            {
+                "configuration": row.config_id,
+                "kind": row.main.kind,
+                "memory_mib": _number(memory, 0),
+                "power_w": _number(_gpu(row.main).get("power_w_mean"), 1),
+                "joules_per_audio_second": _number(_gpu(row.main).get("joules_per_audio_second"), 2),
+            }
+        )
+    # Why power and energy are missing, when they are (a CPU run, or NVML absent): the suite's own words.
+    reasons = [_gpu(row.main).get("reason") for row in section.rows if not _gpu(row.main).get("available")]
+    return {"rows": rows, "memory_sources": sources, "gpu_unavailable_reason": next(filter(None, reasons), None)}
+
+
+def findings(section: Section) -> dict[str, Any]:
+    """Facts read off the data: the solver's share of the end-to-end time and the time per decoder evaluation."""
+    shares = [
+        stages["solver"] / stages["total"]
+        for row in section.rows
+        if row.e2e and (stages := row.e2e.extra.get("stages_ms")) and stages.get("total")
+    ]
+    per_nfe: dict[tuple[str, str, int | None], list[float]] = defaultdict(list)
+    for row in section.rows:
+        if row.solver and row.solver.extra.get("ms_per_nfe"):
+            per_nfe[row.line].append(row.solver.extra["ms_per_nfe"])
+    return {
+        "solver_share": {"min": f"{min(shares):.1%}", "max": f"{max(shares):.1%}", "dominant": min(shares) > 0.5}
+        if shares
+        else None,
+        "ms_per_nfe": [
+            {
+                "model": model,
+                "variant": variant,
+                "frames": frames,
+                "min": f"{min(values):.1f}",
+                "max": f"{max(values):.1f}",
+                "steps": len(values),
+            }
+            for (model, variant, frames), values in per_nfe.items()
+        ],
+    }
+
+
+def bench_command(row: Row) -> str:
+    """The pytest line that times exactly this row again (both its solver and end-to-end benchmarks)."""
+    e = row.main.extra
+    parts = [
+        "pytest --benchmark-only",
+        f"--zv-device {e['device']}",
+        f"--zv-models {row.model}",
+        f"--zv-steps {row.num_step}",
+        f"--zv-backends {row.backend}",
+        f"--zv-precision {row.precision}",
+    ]
+    if row.frames_bucket:
+        parts.append(f"--zv-lengths {row.frames_bucket}")
+    if row.synthetic:
+        parts.append("--zv-weights synthetic")
+    if row.main.stats.get("rounds"):
+        parts.append(f"--zv-rounds {row.main.stats['rounds']}")
+    parts.append(f'-k "{row.config_id}"')
+    return " ".join(parts)
+
+
+def synth_command(row: Row) -> str:
+    """The ``zvperf synth`` line that synthesises with this row's settings."""
+    parts = ["zvperf synth", f"--model {row.model}", f"--num-step {row.num_step}"]
+    if row.backend != "torch":
+        parts.append(f"--backend {row.backend}")
+    parts += [f"--device {row.main.extra['device']}", f"--precision {row.precision}"]
+    if row.synthetic:
+        parts.append("--weights synthetic")
+    return " ".join(parts)
+
+
+def _pick(row: Row | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {
+        "configuration": row.config_id,
+        "model": row.model,
+        "num_step": row.num_step,
+        "backend": row.backend,
+        "precision": row.precision,
+        "time_ms": ms(row.seconds),
+        "time_kind": row.main.kind,
+        "rtf": fmt_rtf(row.rtf),
+        "speedup": fmt_speedup(row.speedup),
+        "synth_command": synth_command(row),
+        "bench_command": bench_command(row),
+    }
+
+
+def _fastest(rows: list[Row]) -> Row | None:
+    """Least time, comparing end-to-end times where a row has one (solver-only rows come after)."""
+    return min(rows, key=lambda row: (row.e2e is None, row.seconds), default=None)
+
+
+def quality_pick(rows: list[Row]) -> Row | None:
+    """The undistilled model at its most measured steps, in fp32 when measured (then the fastest such row)."""
+    full = [row for row in rows if row.model == FULL_MODEL]
+    if not full:
+        return None
+    most = max(row.num_step for row in full)
+    candidates = [row for row in full if row.num_step == most]
+    return _fastest([row for row in candidates if row.precision == "fp32"] or candidates)
+
+
+def balance_pick(rows: list[Row]) -> Row | None:
+    """The distilled model at the middle of its step counts that run faster than real time (RTF < 1)."""
+    realtime = [row for row in rows if row.model == DISTILLED_MODEL and row.rtf < 1]
+    steps = sorted({row.num_step for row in realtime})
+    if not steps:
+        return None
+    middle = steps[len(steps) // 2]
+    return _fastest([row for row in realtime if row.num_step == middle])
+
+
+def recommendations(section: Section) -> dict[str, Any]:
+    rows = section.rows
+    models = list(dict.fromkeys(row.model for row in rows))
+    return {
+        "quality": _pick(quality_pick(rows)),
+        "balance": _pick(balance_pick(rows)),
+        "speed": _pick(_fastest(rows)),
+        "fastest_per_model": [_pick(_fastest([row for row in rows if row.model == model])) for model in models],
+        "fastest_realtime": _pick(_fastest([row for row in rows if row.rtf < 1])),
+        "reproduce": [{"configuration": row.config_id, "command": bench_command(row)} for row in rows],
+    }
+
+
+def flags(section: Section, marks: dict[str, int]) -> dict[str, Any]:
+    """Each flagged configuration with its footnote number and its benchmarks' flags, split into code and detail."""
+    entries: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for result in section.results:
+        for text in result.flags:
+            code, _, detail = text.partition(": ")
+            entries[result.config_id].append({"kind": result.kind, "code": code, "detail": detail})
+    summary_ids = {row.config_id for row in section.rows}
+    return {
+        "entries": [
+            {"mark": mark, "configuration": cid, "in_summary": cid in summary_ids, "notes": entries[cid]}
+            for cid, mark in sorted(marks.items(), key=lambda item: item[1])
+        ],
+        "codes": list(dict.fromkeys(item["code"] for items in entries.values() for item in items)),
+    }
+
+
+def section_context(section: Section, blocks: dict[str, str], plots: dict[str, str]) -> dict[str, Any]:
+    """One hardware key's part of the template context (see zvperf.report.render for the whole)."""
+    marks = _flag_marks(section)
+    return {
+        "key": section.key,
+        "blocks": blocks,
+        "environment": environment(section),
+        "summary": summary(section, marks),
+        "backends": backends(section),
+        "telemetry": telemetry(section),
+        "findings": findings(section),
+        "recommendations": recommendations(section),
+        "flags": flags(section, marks),
+        "plots": plots,
+    }
