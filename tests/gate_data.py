@@ -1,0 +1,52 @@
+"""Results files in pytest-benchmark's shape with chosen round times, for the gate's and baselines' tests."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing.synchronize
+import statistics
+from pathlib import Path
+from typing import Any
+
+from zvperf.bench import baselines
+from zvperf.bench.results import EXTRA_INFO_KEYS, ResultsFile, load_results
+
+KEY = "cpu-test-2c"
+
+
+def spread_rounds(median: float, n: int = 7, spread: float = 0.04) -> list[float]:
+    """``n`` round times evenly spread over ``median`` +- spread/2 (for n=7 the IQR is 2/3 of the spread)."""
+    return [median * (1 + spread * (i / (n - 1) - 0.5)) for i in range(n)]
+
+
+def bench(param: str, data: list[float], kind: str = "solver", **extra: Any) -> dict[str, Any]:
+    """One pytest-benchmark entry with zvperf's extra_info; ``extra`` overrides extra_info keys."""
+    q1, _, q3 = statistics.quantiles(data, n=4) if len(data) > 1 else (data[0],) * 3
+    info: dict[str, Any] = {key: None for key in EXTRA_INFO_KEYS}
+    info.update(kind=kind, weights="official", telemetry={"gpu": {"available": False}}, flags=[])
+    info.update(extra)
+    stats = {"median": statistics.median(data), "iqr": q3 - q1, "rounds": len(data), "data": data}
+    return {"name": f"test_{kind}[{param}]", "param": param, "extra_info": info, "stats": stats}
+
+
+def write_results(
+    path: Path, benchmarks: list[dict[str, Any]], key: str = KEY, torch: str = "2.11.0", commit: str = "abc123"
+) -> ResultsFile:
+    """Write a --benchmark-json file and read it back with zvperf's reader."""
+    software = {"torch": torch, "cuda": None, "tensorrt": None, "onnxruntime": None}
+    document = {
+        "machine_info": {"zvperf": {"hardware_key": key, "cpu": "Test CPU", "cpu_cores": 2, "software": software}},
+        "commit_info": {"id": commit, "dirty": False},
+        "datetime": "2026-01-02T03:04:05+00:00",
+        "benchmarks": benchmarks,
+    }
+    path.write_text(json.dumps(document))
+    return load_results(path)
+
+
+def update_many(directory: Path, prefix: str, count: int, start: multiprocessing.synchronize.Barrier) -> None:
+    """A process's share of the concurrent-update test (here, away from torch: spawned processes import it)."""
+    start.wait()
+    for i in range(count):
+        results = write_results(directory / f"{prefix}{i}.json", [bench(f"{prefix}{i}", [1.0, 1.1, 1.2])])
+        baselines.update(directory / "bl", results)

@@ -1,0 +1,140 @@
+"""Baseline files: contents, atomic locked updates, revert, and broken files that are never overwritten."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from tests.gate_data import KEY, bench, spread_rounds, update_many, write_results
+from zvperf.bench import baselines
+from zvperf.cli import main
+from zvperf.errors import ZvperfError
+
+ID = "zipvoice_distill-4step-torch-fp32 solver"
+
+
+def test_update_writes_a_diff_friendly_file_with_everything_the_gate_needs(tmp_path: Path):
+    results = write_results(
+        tmp_path / "r.json",
+        [bench("zipvoice_distill-4step-torch-fp32", spread_rounds(0.2, n=80)), bench("b-1step", [0.1, 0.11, 0.12])],
+    )
+    summary = baselines.update(tmp_path / "bl", results)
+    path = tmp_path / "bl" / f"{KEY}.json"
+    assert summary.path == path and sorted(summary.added) == ["b-1step solver", ID] and not summary.replaced
+    text = path.read_text()
+    document = json.loads(text)
+    assert text == json.dumps(document, indent=2, sort_keys=True) + "\n"
+    assert document["hardware_key"] == KEY and document["machine"]["cpu"] == "Test CPU"
+    entry = document["benchmarks"][ID]
+    assert entry["rounds"] == 80 and len(entry["data"]) == baselines.MAX_STORED_ROUNDS
+    assert min(entry["data"]) == pytest.approx(0.2 * 0.98) and max(entry["data"]) == pytest.approx(0.2 * 1.02)
+    assert entry["median"] == pytest.approx(0.2) and entry["iqr"] > 0
+    assert entry["versions"] == {"torch": "2.11.0", "cuda": None, "driver": None, "tensorrt": None, "onnxruntime": None}
+    assert entry["weights"] == "official" and entry["commit"] == "abc123" and entry["date"].startswith("2026-01-02")
+    assert "previous" not in entry
+    assert oct(path.stat().st_mode & 0o777) == oct(0o644)
+
+
+def test_update_keeps_the_previous_value_revert_restores_it_and_a_second_revert_undoes(tmp_path: Path):
+    directory = tmp_path / "bl"
+    baselines.update(directory, write_results(tmp_path / "a.json", [bench("x", [1.0, 1.1, 1.2])], commit="first"))
+    summary = baselines.update(directory, write_results(tmp_path / "b.json", [bench("x", [2.0, 2.1])], commit="second"))
+    assert summary.replaced == ["x solver"]
+    stored = baselines.read(directory / f"{KEY}.json")
+    assert stored is not None
+    entry = stored.entries["x solver"]
+    assert entry.commit == "second" and entry.previous is not None and entry.previous.commit == "first"
+    assert entry.previous.previous is None  # one level deep
+    restored, replaced = baselines.revert(directory, KEY, "x solver")
+    assert restored.commit == "first" and replaced.commit == "second"
+    assert main(["baseline", "revert", "x solver", "--hardware-key", KEY, "--baselines-dir", str(directory)]) == 0
+    again = baselines.read(directory / f"{KEY}.json")
+    assert again is not None and again.entries["x solver"].median == pytest.approx(2.05)
+
+
+def test_revert_without_a_previous_value_and_unknown_ids_are_errors(tmp_path: Path, capsys):
+    directory = tmp_path / "bl"
+    baselines.update(directory, write_results(tmp_path / "a.json", [bench("x", [1.0, 1.1, 1.2])]))
+    with pytest.raises(ZvperfError, match="'x solver' has no previous value to revert to"):
+        baselines.revert(directory, KEY, "x solver")
+    assert main(["baseline", "revert", "nope", "--hardware-key", KEY, "--baselines-dir", str(directory)]) == 2
+    assert f"{directory / KEY}.json has no entry 'nope'" in capsys.readouterr().err
+
+
+def test_other_hardware_keys_files_are_never_touched(tmp_path: Path):
+    directory = tmp_path / "bl"
+    directory.mkdir()
+    other = directory / "nvidia-h100-80gb-hbm3.json"
+    other.write_text('{"benchmarks": {}, "hand": "written"}')
+    baselines.update(directory, write_results(tmp_path / "a.json", [bench("x", [1.0, 1.1, 1.2])]))
+    assert other.read_text() == '{"benchmarks": {}, "hand": "written"}'
+    assert baselines.hardware_keys(directory) == [KEY, "nvidia-h100-80gb-hbm3"]
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ('{"benchmarks": {"x solver": {"median": 1.0,', "is not valid JSON (Expecting"),
+        ('{"hardware_key": "cpu-test-2c"}', "has no 'benchmarks' object"),
+        (
+            '{"benchmarks": {"x solver": {"median": 1.0, "iqr": 0.1, "rounds": 3}}}',
+            "entry 'x solver' is malformed (no 'data')",
+        ),
+        ('{"benchmarks": {"x solver": {"median": "fast", "iqr": 0, "rounds": 3, "data": []}}}', "'median' is not a"),
+    ],
+)
+def test_a_broken_baseline_file_is_an_error_naming_it_and_is_not_overwritten(tmp_path: Path, capsys, content, problem):
+    directory = tmp_path / "bl"
+    directory.mkdir()
+    path = directory / f"{KEY}.json"
+    path.write_text(content)
+    results = tmp_path / "r.json"
+    write_results(results, [bench("x", [1.0, 1.1, 1.2])])
+    with pytest.raises(ZvperfError) as error:
+        baselines.update(directory, write_results(results, [bench("x", [1.0, 1.1, 1.2])]))
+    assert str(error.value).startswith(f"baseline file {path}") and problem in str(error.value)
+    assert "it was not changed" in str(error.value)
+    assert main(["baseline", "update", str(results), "--baselines-dir", str(directory)]) == 2
+    assert problem in capsys.readouterr().err
+    assert path.read_text() == content
+
+
+def test_results_with_an_injected_slowdown_never_become_a_baseline(tmp_path: Path):
+    results = write_results(tmp_path / "r.json", [bench("x", [1.0, 1.1, 1.2], injected_slowdown=0.25)])
+    summary = baselines.update(tmp_path / "bl", results)
+    assert summary.skipped == {"x solver": "measured with an injected slowdown (--zv-inject-slowdown)"}
+    assert not (tmp_path / "bl" / f"{KEY}.json").exists()
+
+
+def test_show_lists_the_entries(tmp_path: Path, capsys):
+    directory = tmp_path / "bl"
+    results = tmp_path / "r.json"
+    write_results(results, [bench("zipvoice_distill-4step-torch-fp32", spread_rounds(3.02))])
+    assert main(["baseline", "update", str(results), "--baselines-dir", str(directory)]) == 0
+    assert "1 added, 0 replaced" in capsys.readouterr().out
+    assert main(["baseline", "show", "--hardware-key", KEY, "--baselines-dir", str(directory)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{directory / KEY}.json: {KEY} (cpu Test CPU, cpu_cores 2), entries: 1"
+    assert out[1].split() == ["benchmark", "median", "IQR", "rounds", "date", "commit", "weights", "previous"]
+    assert out[3].split() == [*ID.split(), "3.02", "s", "2.7%", "7", "2026-01-02T03:04:05", "abc123", "official", "-"]
+    assert main(["baseline", "show", "--hardware-key", "cpu-other-4c", "--baselines-dir", str(directory)]) == 2
+    assert "there is no baseline file" in capsys.readouterr().err
+
+
+def test_two_processes_updating_at_once_lose_no_entry(tmp_path: Path):
+    context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's threads
+    start = context.Barrier(2)
+    count = 25
+    workers = [context.Process(target=update_many, args=(tmp_path, p, count, start)) for p in ("a", "b")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    stored = baselines.read(tmp_path / "bl" / f"{KEY}.json")
+    assert stored is not None
+    assert sorted(stored.entries) == sorted(f"{p}{i} solver" for p in ("a", "b") for i in range(count))
+    assert not list((tmp_path / "bl").glob(".*.tmp"))  # no temporary file left behind

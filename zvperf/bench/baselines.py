@@ -1,0 +1,283 @@
+"""Baselines: one human-readable JSON file per hardware key in ``baselines/``, safe to update concurrently.
+
+A file is ``{"hardware_key": ..., "machine": {...}, "benchmarks": {id: entry}}`` with sorted keys and
+two-space indentation, so a baseline change reads as a small diff. Each entry keeps the median, IQR,
+round count and (at most ``MAX_STORED_ROUNDS``) raw round times the gate tests against, the software
+versions, weights, commit and date of the run, and the entry it replaced (``previous``, one level
+deep) so that ``zvperf baseline revert`` can undo a bad update.
+
+Updates hold a lock on ``<file>.lock``, re-read the file under it, and replace it atomically (a
+temporary file in the same folder, then ``os.replace``): two concurrent updates both land, and a
+crash never leaves half a file. A file that does not parse is an error naming it; it is never
+overwritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+from zvperf.bench.results import Result, ResultsFile
+from zvperf.errors import ZvperfError
+
+DEFAULT_DIR = Path("baselines")  # relative to the current directory: run from the repository root
+MAX_STORED_ROUNDS = 50
+# The versions whose change can move a timing: a difference is reported with every verdict.
+SOFTWARE_KEYS = ("torch", "cuda", "driver", "tensorrt", "onnxruntime")
+LOCK_TIMEOUT_S = 60
+_KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+def run_versions(results: ResultsFile) -> dict[str, str | None]:
+    """The SOFTWARE_KEYS versions a results file was measured with (the driver comes from the GPU facts)."""
+    software = results.zvperf_machine.get("software") or {}
+    gpu = results.zvperf_machine.get("gpu") or {}
+    versions = {key: software.get(key) for key in SOFTWARE_KEYS}
+    versions["driver"] = gpu.get("driver")
+    return versions
+
+
+def _bounded(data: list[float]) -> list[float]:
+    """At most MAX_STORED_ROUNDS round times: evenly spaced order statistics, so the distribution's shape
+    (what the significance test compares) survives the cut."""
+    values = sorted(data)
+    if len(values) > MAX_STORED_ROUNDS:
+        last = len(values) - 1
+        values = [values[round(i * last / (MAX_STORED_ROUNDS - 1))] for i in range(MAX_STORED_ROUNDS)]
+    return [round(v, 9) for v in values]
+
+
+@dataclasses.dataclass
+class Entry:
+    """One benchmark's baseline."""
+
+    median: float
+    iqr: float
+    rounds: int
+    data: list[float]  # raw round times in seconds, sorted, at most MAX_STORED_ROUNDS
+    versions: dict[str, str | None]
+    weights: str
+    commit: str
+    date: str
+    flags: list[str] = dataclasses.field(default_factory=list)  # the run's sanity flags (noisy, throttled)
+    previous: Entry | None = None
+
+    @property
+    def spread(self) -> float:
+        return self.iqr / self.median if self.median else float("inf")
+
+    @classmethod
+    def from_result(cls, result: Result, results: ResultsFile) -> Entry:
+        commit = str(results.commit_info.get("id", "unknown"))
+        if results.commit_info.get("dirty"):
+            commit += "+dirty"
+        return cls(
+            median=round(result.median, 9),
+            iqr=round(result.iqr, 9),
+            rounds=int(result.stats.get("rounds", len(result.data))),
+            data=_bounded(result.data),
+            versions=run_versions(results),
+            weights=str(result.extra.get("weights", "unknown")),
+            commit=commit,
+            date=results.datetime,
+            flags=list(result.flags),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        value = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "previous"}
+        if self.previous is not None:
+            value["previous"] = self.previous.to_json()
+        return value
+
+    @classmethod
+    def from_json(cls, value: Any) -> Entry:
+        """Raises ValueError saying what is wrong (the caller names the file and the entry)."""
+        if not isinstance(value, dict):
+            raise ValueError("not a JSON object")
+        missing = [k for k in ("median", "iqr", "rounds", "data") if k not in value]
+        if missing:
+            raise ValueError(f"no {missing[0]!r}")
+        data = value["data"]
+        if not isinstance(data, list) or not all(isinstance(x, int | float) for x in data):
+            raise ValueError("'data' is not a list of round times")
+        numbers = {k: value[k] for k in ("median", "iqr", "rounds")}
+        for key, number in numbers.items():
+            if not isinstance(number, int | float) or isinstance(number, bool) or number < 0:
+                raise ValueError(f"{key!r} is not a non-negative number")
+        previous = value.get("previous")
+        return cls(
+            median=float(value["median"]),
+            iqr=float(value["iqr"]),
+            rounds=int(value["rounds"]),
+            data=[float(x) for x in data],
+            versions=dict(value.get("versions") or {}),
+            weights=str(value.get("weights", "unknown")),
+            commit=str(value.get("commit", "unknown")),
+            date=str(value.get("date", "")),
+            flags=list(value.get("flags") or []),
+            previous=cls.from_json(previous) if previous is not None else None,
+        )
+
+
+@dataclasses.dataclass
+class BaselineFile:
+    path: Path
+    hardware_key: str
+    machine: dict[str, Any]  # CPU model and cores, GPU name: what the key stands for
+    entries: dict[str, Entry]
+
+    def to_text(self) -> str:
+        document = {
+            "hardware_key": self.hardware_key,
+            "machine": self.machine,
+            "benchmarks": {name: entry.to_json() for name, entry in self.entries.items()},
+        }
+        return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def baseline_path(directory: Path, hardware_key: str) -> Path:
+    if not _KEY_PATTERN.match(hardware_key):
+        raise ZvperfError(f"hardware key {hardware_key!r} is not usable as a baseline file name.")
+    return directory / f"{hardware_key}.json"
+
+
+def hardware_keys(directory: Path) -> list[str]:
+    """The hardware keys that have a baseline file in ``directory``."""
+    return sorted(p.stem for p in directory.glob("*.json") if _KEY_PATTERN.match(p.stem)) if directory.is_dir() else []
+
+
+def read(path: Path) -> BaselineFile | None:
+    """The baseline file at ``path``, None when there is none; a broken one is an error naming it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ZvperfError(f"baseline file {path} cannot be read ({exc}).") from None
+    keep = "fix it or restore it from git; it was not changed"
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ZvperfError(f"baseline file {path} is not valid JSON ({exc}): {keep}.") from None
+    if not isinstance(document, dict) or not isinstance(document.get("benchmarks"), dict):
+        raise ZvperfError(f"baseline file {path} has no 'benchmarks' object: {keep}.")
+    entries = {}
+    for name, value in document["benchmarks"].items():
+        try:
+            entries[name] = Entry.from_json(value)
+        except ValueError as exc:
+            raise ZvperfError(f"baseline file {path}: entry {name!r} is malformed ({exc}): {keep}.") from None
+    return BaselineFile(path, str(document.get("hardware_key", path.stem)), document.get("machine") or {}, entries)
+
+
+def _write(baseline: BaselineFile) -> None:
+    """Replace the file atomically: a reader sees the old file or the new one, never a partial one."""
+    baseline.path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=baseline.path.parent, prefix=f".{baseline.path.name}.", suffix=".tmp")
+    try:
+        # mkstemp makes the file private (0600); keep the mode of the file it replaces, else a plain 0644.
+        os.chmod(temporary, baseline.path.stat().st_mode & 0o777 if baseline.path.exists() else 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(baseline.to_text())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, baseline.path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S)
+    try:
+        with lock:
+            yield
+    except filelock.Timeout:
+        raise ZvperfError(f"could not lock {path} within {LOCK_TIMEOUT_S} s: is another update stuck?") from None
+
+
+def _machine(results: ResultsFile) -> dict[str, Any]:
+    facts = results.zvperf_machine
+    gpu = facts.get("gpu") or {}
+    return {"cpu": facts.get("cpu"), "cpu_cores": facts.get("cpu_cores"), "gpu": gpu.get("name")}
+
+
+@dataclasses.dataclass
+class UpdateSummary:
+    path: Path
+    added: list[str]
+    replaced: list[str]
+    skipped: dict[str, str]  # id -> why it was not stored
+    stored_flagged: dict[str, list[str]]  # stored, but flagged noisy/throttled: later comparisons will say so
+
+    def lines(self) -> list[str]:
+        lines = [
+            f"baseline {self.path}: {len(self.added)} added, {len(self.replaced)} replaced "
+            f"(previous values kept for `zvperf baseline revert`), {len(self.skipped)} skipped"
+        ]
+        lines += [f"  skipped {name}: {why}" for name, why in self.skipped.items()]
+        lines += [
+            f"  warning: {name} stored with flags ({'; '.join(flags)}): comparisons against it may be inconclusive"
+            for name, flags in self.stored_flagged.items()
+        ]
+        return lines
+
+
+def update(directory: Path, results: ResultsFile) -> UpdateSummary:
+    """Merge every result into the baseline file of the results' hardware key (only that file is touched)."""
+    if "hardware_key" not in results.zvperf_machine:
+        raise ZvperfError(f"{results.path}: machine_info.zvperf has no hardware_key to file the baseline under.")
+    path = baseline_path(directory, results.hardware_key)
+    summary = UpdateSummary(path, [], [], {}, {})
+    new: dict[str, Entry] = {}
+    for result in results.results:
+        if result.extra.get("injected_slowdown"):
+            summary.skipped[result.id] = "measured with an injected slowdown (--zv-inject-slowdown)"
+        elif not result.data:
+            summary.skipped[result.id] = "no raw round times in the results"
+        else:
+            new[result.id] = Entry.from_result(result, results)
+    with _locked(path):
+        current = read(path) or BaselineFile(path, results.hardware_key, {}, {})
+        current.machine = _machine(results)
+        for name, entry in new.items():
+            old = current.entries.get(name)
+            if old is not None:
+                entry.previous = dataclasses.replace(old, previous=None)
+            (summary.replaced if old else summary.added).append(name)
+            if entry.flags:
+                summary.stored_flagged[name] = entry.flags
+            current.entries[name] = entry
+        if new:
+            _write(current)
+    return summary
+
+
+def revert(directory: Path, hardware_key: str, benchmark_id: str) -> tuple[Entry, Entry]:
+    """Put an entry's previous value back; the value it replaces becomes the previous, so a second revert undoes
+    the first. Returns (restored, replaced)."""
+    path = baseline_path(directory, hardware_key)
+    if not path.exists():
+        raise ZvperfError(f"there is no baseline file {path}.")
+    with _locked(path):
+        current = read(path) or BaselineFile(path, hardware_key, {}, {})
+        entry = current.entries.get(benchmark_id)
+        if entry is None:
+            raise ZvperfError(f"{path} has no entry {benchmark_id!r}.")
+        if entry.previous is None:
+            raise ZvperfError(f"{path}: {benchmark_id!r} has no previous value to revert to.")
+        restored = dataclasses.replace(entry.previous, previous=dataclasses.replace(entry, previous=None))
+        current.entries[benchmark_id] = restored
+        _write(current)
+    return restored, entry

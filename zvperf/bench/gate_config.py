@@ -1,0 +1,104 @@
+"""The regression gate's settings: defaults, and overrides per benchmark id pattern, from a TOML file.
+
+TOML rather than JSON because this file is written by people and wants comments saying why a
+benchmark has a looser threshold::
+
+    threshold = 0.10    # fail when the median is more than 10% slower ...
+    alpha = 0.01        # ... and the one-sided Mann-Whitney U p-value is below this
+    max_spread = 0.10   # IQR / median above which a result (or its baseline) is too noisy to judge
+
+    [override."* cold_start"]   # fnmatch on the benchmark id; every match applies, later ones win
+    threshold = 0.25
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import sys
+from pathlib import Path
+from typing import Any
+
+from zvperf.bench.sanity import SPREAD_LIMIT
+from zvperf.errors import ZvperfError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+CONFIG_NAME = "gate.toml"
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """How one benchmark is judged."""
+
+    threshold: float = 0.10  # relative change of the median that counts as a regression (or an improvement)
+    alpha: float = 0.01  # significance level of the one-sided Mann-Whitney U test
+    max_spread: float = SPREAD_LIMIT  # IQR / median beyond which the rounds are too noisy to judge
+
+    def check(self, source: str) -> None:
+        if not self.threshold > 0:
+            raise ZvperfError(f"{source}: threshold must be above 0, got {self.threshold}.")
+        if not 0 < self.alpha < 1:
+            raise ZvperfError(f"{source}: alpha must be between 0 and 1, got {self.alpha}.")
+        if not self.max_spread > 0:
+            raise ZvperfError(f"{source}: max_spread must be above 0, got {self.max_spread}.")
+
+
+SETTINGS = tuple(f.name for f in dataclasses.fields(Rule))
+
+
+@dataclasses.dataclass
+class GateConfig:
+    defaults: Rule = Rule()
+    overrides: list[tuple[str, dict[str, float]]] = dataclasses.field(default_factory=list)  # pattern, settings
+    source: Path | None = None  # the file it came from (None: built-in defaults)
+
+    def rule(self, benchmark_id: str) -> Rule:
+        rule = self.defaults
+        for pattern, settings in self.overrides:
+            if fnmatch.fnmatchcase(benchmark_id, pattern):
+                rule = dataclasses.replace(rule, **settings)
+        return rule
+
+
+def _settings(table: dict[str, Any], where: str) -> dict[str, float]:
+    unknown = [k for k in table if k not in SETTINGS]
+    if unknown:
+        raise ZvperfError(f"{where}: unknown setting {unknown[0]!r} (known: {', '.join(SETTINGS)}).")
+    for key, value in table.items():
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ZvperfError(f"{where}: {key} must be a number, got {value!r}.")
+    return {k: float(v) for k, v in table.items()}
+
+
+def load_config(path: Path | None, baselines_dir: Path) -> GateConfig:
+    """The settings in ``path``, else in ``baselines_dir/gate.toml`` when it exists, else the defaults."""
+    if path is None:
+        path = baselines_dir / CONFIG_NAME
+        if not path.exists():
+            return GateConfig()
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ZvperfError(f"gate config {path}: file not found.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ZvperfError(f"gate config {path} cannot be read ({exc}).") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ZvperfError(f"gate config {path} is not valid TOML ({exc}).") from None
+    overrides_table = document.pop("override", {})
+    defaults = Rule(**_settings(document, f"gate config {path}"))
+    defaults.check(f"gate config {path}")
+    if not isinstance(overrides_table, dict):
+        raise ZvperfError(f"gate config {path}: 'override' must be tables like [override.\"* cold_start\"].")
+    overrides = []
+    for pattern, table in overrides_table.items():
+        where = f"gate config {path}, [override.{pattern!r}]"
+        if not isinstance(table, dict):
+            raise ZvperfError(f"{where}: must be a table of settings.")
+        settings = _settings(table, where)
+        dataclasses.replace(defaults, **settings).check(where)
+        overrides.append((pattern, settings))
+    return GateConfig(defaults, overrides, path)

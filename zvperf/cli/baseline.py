@@ -1,0 +1,83 @@
+"""``zvperf baseline update|show|revert``: store a run's results as baselines, list them, undo an update."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from zvperf.bench import baselines
+from zvperf.bench.gate import seconds
+from zvperf.bench.results import load_results
+from zvperf.bench.summary import format_table
+from zvperf.errors import ZvperfError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("baseline", help="update, show or revert the per-hardware baselines the gate compares with")
+    actions = p.add_subparsers(dest="action", required=True)
+    update = actions.add_parser("update", help="merge a --benchmark-json file into the baseline of its hardware")
+    update.add_argument("results", type=Path, help="a pytest-benchmark JSON written by a zvperf run")
+    show = actions.add_parser("show", help="list the entries of one hardware key's baseline")
+    revert = actions.add_parser("revert", help="put an entry's previous value back (revert again to undo)")
+    revert.add_argument("id", help="the benchmark id, e.g. 'zipvoice_distill-4step-torch-fp32 solver'")
+    for action in (update, show, revert):
+        action.add_argument("--baselines-dir", type=Path, default=baselines.DEFAULT_DIR, help="default: ./baselines")
+    for action in (show, revert):
+        action.add_argument("--hardware-key", help="whose baseline (default: this machine's, as --zv-device auto)")
+    p.set_defaults(run=run)
+
+
+def _hardware_key(args: argparse.Namespace) -> str:
+    if args.hardware_key:
+        return args.hardware_key
+    from zvperf.bench.machine import hardware_key  # imports torch: only when the key is not given
+
+    key = hardware_key("cuda")  # the GPU's key when CUDA is available, else the CPU's
+    if key not in baselines.hardware_keys(args.baselines_dir):
+        present = ", ".join(baselines.hardware_keys(args.baselines_dir)) or "none"
+        raise ZvperfError(
+            f"{args.baselines_dir} has no baseline for this machine ({key}); pass --hardware-key (present: {present})."
+        )
+    return key
+
+
+def _show(args: argparse.Namespace) -> None:
+    key = _hardware_key(args)
+    path = baselines.baseline_path(args.baselines_dir, key)
+    baseline = baselines.read(path)
+    if baseline is None:
+        raise ZvperfError(f"there is no baseline file {path}.")
+    machine = ", ".join(f"{k} {v}" for k, v in baseline.machine.items() if v is not None)
+    print(f"{path}: {key} ({machine}), entries: {len(baseline.entries)}")
+    rows = [
+        {
+            "benchmark": name,
+            "median": seconds(entry.median),
+            "IQR": f"{entry.spread:.1%}",
+            "rounds": str(entry.rounds),
+            "date": entry.date[:19],
+            "commit": entry.commit[:12] + ("+dirty" if entry.commit.endswith("+dirty") else ""),
+            "weights": entry.weights,
+            "previous": seconds(entry.previous.median) if entry.previous else "-",
+        }
+        for name, entry in sorted(baseline.entries.items())
+    ]
+    for line in format_table(rows, left=("benchmark", "date", "commit", "weights")):
+        print(line)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "update":
+        summary = baselines.update(args.baselines_dir, load_results(args.results))
+        print("\n".join(summary.lines()))
+    elif args.action == "show":
+        _show(args)
+    else:
+        key = _hardware_key(args)
+        restored, replaced = baselines.revert(args.baselines_dir, key, args.id)
+        origin = f"commit {restored.commit[:12]}, {restored.date[:19]}"
+        print(
+            f"{args.id} on {key}: median {seconds(restored.median)} ({origin}) restored in place of "
+            f"{seconds(replaced.median)}; revert again to undo"
+        )
+    return 0
