@@ -10,8 +10,8 @@ def test_solver(benchmark, zv_session, zv_run):
     benchmarks.time_solver(benchmark, zv_session, zv_run)
 
 
-def test_e2e(benchmark, zv_session, zv_run):
-    benchmarks.time_e2e(benchmark, zv_session, zv_run)
+def test_e2e(benchmark, zv_session, zv_utterance):
+    benchmarks.time_e2e(benchmark, zv_session, zv_utterance)
 
 
 def test_text_encoder(benchmark, zv_session, zv_config):

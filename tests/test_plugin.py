@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.conftest import tiny_weights, write_official_dir
+from zvperf import backends
 from zvperf.bench.matrix import expand
 from zvperf.bench.results import EXTRA_INFO_KEYS
 
@@ -45,15 +44,27 @@ def suite(pytester: pytest.Pytester, tiny_dir: Path):
 
 def test_matrix_presets_expand_to_the_guide_rows():
     guide = expand("guide")
-    assert [c.id for c in guide.combos] == [
-        "zipvoice-16step-torch-fp32",
-        "zipvoice-8step-torch-fp32",
-        "zipvoice-4step-torch-fp32",
-        "zipvoice_distill-8step-torch-fp32",
+    steps = ["zipvoice-16step", "zipvoice-8step", "zipvoice-4step"]
+    assert [c.id for c in guide.combos[:3]] == [f"{s}-torch-fp32" for s in steps]
+    assert [c.id for c in guide.combos[3:6]] == [f"{s}-torch-fp16" for s in steps]
+    assert {c.id.split("step-")[1] for c in guide.combos} == {"torch-fp32", "torch-fp16", "cudagraph-fp16", "trt-fp16"}
+    assert {(c.model, c.num_step) for c in guide.combos} == {
+        ("zipvoice", 16), ("zipvoice", 8), ("zipvoice", 4),
+        ("zipvoice_distill", 8), ("zipvoice_distill", 4), ("zipvoice_distill", 2),
+    }  # fmt: skip
+    assert [c.id for c in guide.configs[:2]] == ["zipvoice-torch-fp32", "zipvoice-torch-fp16"]
+    backends_only = expand("quick", models=["zipvoice_distill"], steps=[4], backends=["torch", "ort-cpu", "ort-int8"])
+    assert [c.id for c in backends_only.combos] == [
         "zipvoice_distill-4step-torch-fp32",
-        "zipvoice_distill-2step-torch-fp32",
+        "zipvoice_distill-4step-ort-cpu-fp32",
+        "zipvoice_distill-4step-ort-int8-int8",  # a backend named alone runs in a precision it has
     ]
-    assert [c.id for c in guide.configs] == ["zipvoice-torch-fp32", "zipvoice_distill-torch-fp32"]
+    batches = expand("quick", models=["zipvoice_distill"], steps=[2], lengths=[1000], batches=[1, 4])
+    assert [c.id for c in batches.combos] == [
+        "zipvoice_distill-2step-torch-fp32-1000f",
+        "zipvoice_distill-2step-torch-fp32-1000f-b4",
+    ]
+    assert [c.id for c in batches.utterances] == ["zipvoice_distill-2step-torch-fp32"]
     custom = expand("quick", models=["zipvoice_distill"], steps=[3], precisions=["fp16", "bf16"], lengths=[375, 1000])
     assert [c.id for c in custom.combos] == [
         "zipvoice_distill-3step-torch-fp16-375f",
@@ -71,7 +82,7 @@ def test_collection_ids_and_keyword_selection(pytester: pytest.Pytester):
     result.stdout.fnmatch_lines(
         ["*test_solver[[]zipvoice_distill-4step-torch-fp32[]]", "*test_e2e[[]zipvoice_distill-4step-torch-fp32[]]"]
     )
-    result.stdout.fnmatch_lines(["*2/18 tests collected*"])
+    result.stdout.fnmatch_lines(["*8/72 tests collected*"])
     solver = pytester.runpytest("--collect-only", "-q", "--zv-device=cpu", "-k", "solver")
     solver.stdout.fnmatch_lines(["*3/12 tests collected*"])
 
@@ -98,23 +109,19 @@ def test_a_cuda_run_without_cuda_skips_every_benchmark_with_the_reason(pytester:
         pytest.skip("this machine has CUDA")
     pytester.makepyfile(test_benchmarks=BENCHMARKS)
     result = pytester.runpytest("--benchmark-only", "--zv-device=cuda", "-rs", "-k", "distill")
-    result.assert_outcomes(skipped=9)  # the guide matrix, the default on CUDA
+    result.assert_outcomes(skipped=36)  # the guide matrix's distill rows, the default on CUDA
     result.stdout.fnmatch_lines(["*SKIPPED*no CUDA device is available*"])
 
 
 def test_an_unavailable_backend_is_skipped_with_its_reason(suite, monkeypatch):
-    fake = types.ModuleType("zvperf_fake_trt")
-
     class MissingTrt:
-        name, precisions, devices = "trt", ("fp16",), ("cpu", "cuda")
+        name, precisions, devices = "fake-trt", ("fp16",), ("cpu", "cuda")
 
         def unavailable(self, device, precision):
             return "tensorrt is not installed (pip install zvperf[gpu])"
 
-    fake.BACKEND = MissingTrt()  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "zvperf_fake_trt", fake)
-    monkeypatch.setitem(__import__("zvperf.backends").backends._MODULES, "trt", "zvperf_fake_trt")
-    result, _ = suite("--zv-backends=trt", "--zv-precision=fp16", "--zv-models=zipvoice_distill", "-rs")
+    monkeypatch.setitem(backends._registry(), "fake-trt", MissingTrt())
+    result, _ = suite("--zv-backends=fake-trt", "--zv-precision=fp16", "--zv-models=zipvoice_distill", "-rs")
     result.assert_outcomes(skipped=7)
     result.stdout.fnmatch_lines(["*SKIPPED*tensorrt is not installed (pip install zvperf?gpu?)*"])
 

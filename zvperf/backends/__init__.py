@@ -2,13 +2,16 @@
 
 A backend turns a loaded model into a :class:`Solver` for one device and precision: a callable
 with the signature of :meth:`ZipVoice.solve`. Adding a backend is one module here that defines a
-class following :class:`Backend` and lists it in ``_MODULES``; the benchmark matrix then picks it
-up by name (``--zv-backends torch,...``).
+class following :class:`Backend` and lists its instances in ``BACKENDS``; the registry finds it
+and the benchmark matrix picks it up by name (``--zv-backends torch,ort-cpu,...``). Optional
+packages (onnxruntime, tensorrt) are imported only when a backend is prepared.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import pkgutil
 from typing import Protocol
 
 import torch
@@ -23,7 +26,7 @@ class Solver(Protocol):
         x0: torch.Tensor,
         text_condition: torch.Tensor,
         speech_condition: torch.Tensor,
-        padding_mask: torch.Tensor,
+        padding_mask: torch.Tensor | None,
         num_step: int,
         guidance_scale: float,
         t_shift: float = 0.5,
@@ -46,20 +49,27 @@ class BackendUnavailable(ZvperfError):
     """A backend cannot run on this machine; benchmarks skip with this reason."""
 
 
-# name -> module defining ``BACKEND``; imported lazily so that optional packages stay optional.
-_MODULES = {
-    "torch": "zvperf.backends.torch_eager",
-}
+@functools.lru_cache(maxsize=1)
+def _registry() -> dict[str, Backend]:
+    """Every backend defined in this package: each module lists its own in ``BACKENDS``."""
+    found: dict[str, Backend] = {}
+    for module_info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        for backend in getattr(module, "BACKENDS", ()):
+            found[backend.name] = backend
+    return found
 
 
 def backend_names() -> list[str]:
-    return list(_MODULES)
+    """All backends, the reference (torch eager) first."""
+    return sorted(_registry(), key=lambda name: (name != "torch", name))
 
 
 def get_backend(name: str) -> Backend:
-    if name not in _MODULES:
-        raise ZvperfError(f"backend {name!r} is not one of {', '.join(_MODULES)}.")
-    return importlib.import_module(_MODULES[name]).BACKEND
+    registry = _registry()
+    if name not in registry:
+        raise ZvperfError(f"backend {name!r} is not one of {', '.join(registry)}.")
+    return registry[name]
 
 
 def check_runnable(backend: Backend, device: str, precision: str) -> None:

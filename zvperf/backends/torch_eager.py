@@ -18,4 +18,4 @@ class TorchEager:
         return model.solve
 
 
-BACKEND = TorchEager()
+BACKENDS = [TorchEager()]

@@ -14,12 +14,13 @@ import statistics
 import subprocess
 import sys
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
 import torch
 
-from zvperf.bench.engines import Engine, EngineCache
+from zvperf.bench.engines import Engine, EngineCache, VerificationError
 from zvperf.bench.matrix import Combo, Config
 from zvperf.bench.options import BenchOptions
 from zvperf.bench.telemetry import Telemetry
@@ -49,6 +50,21 @@ class BenchSession:
         except torch.cuda.OutOfMemoryError as exc:
             self.cache.release()
             pytest.skip(f"out of memory building {config.id}: {str(exc).splitlines()[0]}")
+
+    def verified_engine(self, combo: Combo) -> Engine:
+        """The engine, its output checked against torch fp32 at this shape: a mismatch fails the benchmark
+        with the measured error (never timed); a shape the backend cannot take is a skip."""
+        engine = self.engine(combo.config)
+        try:
+            engine.verify(combo.frames, combo.batch, combo.num_step)
+        except VerificationError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        except ZvperfError as exc:
+            pytest.skip(str(exc))
+        except torch.cuda.OutOfMemoryError as exc:
+            self.cache.release()
+            pytest.skip(f"out of memory running {combo.id}: {str(exc).splitlines()[0]}")
+        return engine
 
 
 def _run_timed(
@@ -119,9 +135,9 @@ def _finish(
 
 
 def time_solver(benchmark: Any, session: BenchSession, combo: Combo) -> None:
-    """The Euler ODE loop alone, on prepared conditions and noise."""
-    engine = session.engine(combo.config)
-    inputs = engine.solver_inputs(combo.frames)
+    """The Euler ODE loop alone, on prepared conditions and noise (``combo.batch`` utterances at once)."""
+    engine = session.verified_engine(combo)
+    inputs = engine.solver_inputs(combo.frames, combo.batch)
 
     def solve() -> torch.Tensor:
         with torch.inference_mode():
@@ -142,15 +158,17 @@ def time_solver(benchmark: Any, session: BenchSession, combo: Combo) -> None:
         audio_seconds=inputs.audio_seconds,
         frames=inputs.frames,
         frames_bucket=combo.frames,
+        batch=combo.batch,
         nfe=model.nfe(combo.num_step, model.default_guidance_scale),
         weights=engine.weights.kind,
         guidance_scale=model.default_guidance_scale,
+        verified_error=engine.verify(combo.frames, combo.batch, combo.num_step),
     )
 
 
 def time_e2e(benchmark: Any, session: BenchSession, combo: Combo) -> None:
     """Text + prompt wav + transcript to waveform, everything included (prompt loading, features, vocoder)."""
-    engine = session.engine(combo.config)
+    engine = session.verified_engine(combo)
     options = session.options
     stages: list[dict[str, float]] = []
 
@@ -182,32 +200,42 @@ def time_e2e(benchmark: Any, session: BenchSession, combo: Combo) -> None:
     )
 
 
-def time_text_encoder(benchmark: Any, session: BenchSession, config: Config) -> None:
-    """Prompt + text tokens through the text encoder and laid out on frames (the ratio duration rule)."""
+def _time_component(
+    benchmark: Any, session: BenchSession, config: Config, kind: str, call: Callable[[], Any], frames: int
+) -> None:
+    """Time one stage of synthesis that does not depend on the step count (once per configuration)."""
     engine = session.engine(config)
     inputs = engine.solver_inputs(None)
-    model = engine.model
 
-    def encode():
+    def timed() -> Any:
         with torch.inference_mode():
-            return model.text_condition([inputs.text_ids], [inputs.prompt_ids], [inputs.prompt_frames], 1.0)
+            return call()
 
     options = session.options
-    _, telemetry = _run_timed(session, benchmark, encode, options.rounds, options.warmup_rounds)
+    _, telemetry = _run_timed(session, benchmark, timed, options.rounds, options.warmup_rounds)
     _finish(
         session,
         benchmark,
         telemetry,
-        kind="text_encoder",
+        kind=kind,
         model=config.model,
         num_step=None,
         backend=config.backend,
         precision=config.precision,
         audio_seconds=inputs.audio_seconds,
-        frames=inputs.frames,
+        frames=frames,
         nfe=0,
         weights=engine.weights.kind,
     )
+
+
+def time_text_encoder(benchmark: Any, session: BenchSession, config: Config) -> None:
+    """Prompt + text tokens through the text encoder and laid out on frames (the ratio duration rule)."""
+    engine = session.engine(config)
+    inputs = engine.solver_inputs(None)
+    text, prompt = [inputs.text_ids], [inputs.prompt_ids]
+    encode = partial(engine.model.text_condition, text, prompt, [inputs.prompt_frames], 1.0)
+    _time_component(benchmark, session, config, "text_encoder", encode, inputs.frames)
 
 
 def time_vocoder(benchmark: Any, session: BenchSession, config: Config) -> None:
@@ -215,27 +243,8 @@ def time_vocoder(benchmark: Any, session: BenchSession, config: Config) -> None:
     engine = session.engine(config)
     inputs = engine.solver_inputs(None)
     features = inputs.x0[0, inputs.prompt_frames :] * audio.FEAT_SCALE
-
-    def vocode():
-        with torch.inference_mode():
-            return engine.synthesizer.vocode([features], engine.prompt, remove_long_silence=False)
-
-    options = session.options
-    _, telemetry = _run_timed(session, benchmark, vocode, options.rounds, options.warmup_rounds)
-    _finish(
-        session,
-        benchmark,
-        telemetry,
-        kind="vocoder",
-        model=config.model,
-        num_step=None,
-        backend=config.backend,
-        precision=config.precision,
-        audio_seconds=inputs.audio_seconds,
-        frames=inputs.generated_frames,
-        nfe=0,
-        weights=engine.weights.kind,
-    )
+    vocode = partial(engine.synthesizer.vocode, [features], engine.prompt, remove_long_silence=False)
+    _time_component(benchmark, session, config, "vocoder", vocode, inputs.generated_frames)
 
 
 def time_cold_start(benchmark: Any, session: BenchSession, config: Config) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import gc
 
@@ -11,8 +12,9 @@ from zvperf.backends import check_runnable, get_backend
 from zvperf.bench.matrix import Config
 from zvperf.bench.options import BenchOptions
 from zvperf.engine import audio
-from zvperf.engine.models import speech_condition_from_prompt
+from zvperf.engine.models import ZipVoice, speech_condition_from_prompt
 from zvperf.engine.pipeline import Synthesizer
+from zvperf.engine.precision import TOLERANCES, relative_error
 from zvperf.engine.weights import load_weights
 
 NOISE_SEED = 1234
@@ -25,7 +27,7 @@ class SolverInputs:
     x0: torch.Tensor
     text_condition: torch.Tensor
     speech_condition: torch.Tensor
-    padding_mask: torch.Tensor
+    padding_mask: torch.Tensor | None  # None: no utterance is padded
     text_ids: list[int]
     prompt_ids: list[int]
     prompt_frames: int
@@ -39,12 +41,28 @@ class SolverInputs:
         return self.frames - self.prompt_frames
 
     @property
+    def batch(self) -> int:
+        return self.x0.shape[0]
+
+    @property
     def audio_seconds(self) -> float:
-        return self.generated_frames / audio.FRAMES_PER_SECOND
+        """Speech produced by one solve, all utterances of the batch together."""
+        return self.batch * self.generated_frames / audio.FRAMES_PER_SECOND
+
+    def solver_args(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        return self.x0, self.text_condition, self.speech_condition, self.padding_mask
+
+
+class VerificationError(Exception):
+    """A backend's output differs from the torch fp32 reference by more than its precision's tolerance."""
 
 
 class Engine:
-    """One configuration built on the device: weights loaded, backend prepared, prompt featurised."""
+    """One configuration built on the device: weights loaded, backend prepared, prompt featurised.
+
+    Unless it is the torch fp32 reference itself, every backend is checked against an fp32 torch copy
+    of the model on the same inputs before anything of it is timed (once per input shape).
+    """
 
     def __init__(self, config: Config, options: BenchOptions) -> None:
         backend = get_backend(config.backend)
@@ -52,23 +70,27 @@ class Engine:
         self.config = config
         self.options = options
         self.weights = load_weights(config.model, options.weights)
+        is_reference = config.backend == "torch" and config.precision == "fp32"
+        self.reference = None if is_reference else copy.deepcopy(self.weights.model).to(options.device).float()
         self.synthesizer = Synthesizer(self.weights, options.device, config.precision)
         self.synthesizer.solver = backend.prepare(self.synthesizer.model, options.device, config.precision)
         self.prompt = self.synthesizer.prepare_prompt(options.prompt_wav, options.prompt_text)
-        self._inputs: dict[int | None, SolverInputs] = {}
+        self._inputs: dict[tuple[int | None, int], SolverInputs] = {}
+        self._verified: dict[tuple[int | None, int], float] = {}
 
     @property
-    def model(self):
+    def model(self) -> ZipVoice:
         return self.synthesizer.model
 
-    def solver_inputs(self, frames: int | None) -> SolverInputs:
+    def solver_inputs(self, frames: int | None, batch: int = 1) -> SolverInputs:
         """Inputs for the text's first chunk at its own length, or stretched to ``frames`` decoder frames
-        (the prompt then takes at most a quarter of them)."""
-        if frames not in self._inputs:
-            self._inputs[frames] = self._build_inputs(frames)
-        return self._inputs[frames]
+        (the prompt then takes at most a quarter of them); ``batch`` copies of that utterance."""
+        key = (frames, batch)
+        if key not in self._inputs:
+            self._inputs[key] = self._build_inputs(frames, batch)
+        return self._inputs[key]
 
-    def _build_inputs(self, frames: int | None) -> SolverInputs:
+    def _build_inputs(self, frames: int | None, batch: int) -> SolverInputs:
         synth, prompt = self.synthesizer, self.prompt
         vocab = synth.tokenizer.vocabulary
         chunks, _ = synth.chunk_text(self.options.text, prompt, 1.0)
@@ -76,29 +98,45 @@ class Engine:
         model = self.model
         with torch.inference_mode():
             if frames is None:
-                cond = model.text_condition([text_ids], [prompt_ids], [prompt.frames], 1.0)
                 prompt_frames = prompt.frames
+                cond = model.text_condition([text_ids] * batch, [prompt_ids] * batch, [prompt_frames] * batch, 1.0)
             else:
                 prompt_frames = min(prompt.frames, frames // 4)
-                cond = model.layout_text([text_ids], [prompt_ids], [frames])
+                cond = model.layout_text([text_ids] * batch, [prompt_ids] * batch, [frames] * batch)
             speech = speech_condition_from_prompt(
-                prompt.features[:, :prompt_frames], [prompt_frames], cond.frames.shape[1]
+                prompt.features[:, :prompt_frames].expand(batch, -1, -1), [prompt_frames] * batch, cond.frames.shape[1]
             )
             generator = torch.Generator(self.options.device).manual_seed(NOISE_SEED)
             x0 = torch.randn(cond.frames.shape, generator=generator, device=self.options.device).to(synth.dtype)
-        return SolverInputs(x0, cond.frames, speech, cond.padding_mask, text_ids, prompt_ids, prompt_frames)
+        return SolverInputs(x0, cond.frames, speech, cond.mask, text_ids, prompt_ids, prompt_frames)
 
     def solve(self, inputs: SolverInputs, num_step: int) -> torch.Tensor:
-        model = self.model
-        return self.synthesizer.solver(
-            inputs.x0,
-            inputs.text_condition,
-            inputs.speech_condition,
-            inputs.padding_mask,
-            num_step,
-            model.default_guidance_scale,
-            0.5,
-        )
+        return self.synthesizer.solver(*inputs.solver_args(), num_step, self.model.default_guidance_scale, 0.5)
+
+    def verify(self, frames: int | None, batch: int, num_step: int) -> float | None:
+        """Compare this backend's solve with the fp32 torch reference on the same inputs (once per shape):
+        the relative error, or None for the reference itself. Raises VerificationError above tolerance."""
+        if self.reference is None:
+            return None
+        key = (frames, batch)
+        if key not in self._verified:
+            inputs = self.solver_inputs(frames, batch)
+            with torch.inference_mode():
+                ours = self.solve(inputs, num_step)
+                x0, text, speech = (t.float() for t in inputs.solver_args()[:3])
+                reference = self.reference.solve(
+                    x0, text, speech, inputs.padding_mask, num_step, self.model.default_guidance_scale
+                )
+            valid = None if inputs.padding_mask is None else ~inputs.padding_mask[..., None].expand_as(reference)
+            error = relative_error(ours, reference, valid)
+            tolerance = TOLERANCES[self.config.precision]["x1"]
+            if not error <= tolerance:
+                raise VerificationError(
+                    f"{self.config.id} differs from torch fp32 by {error:.2e} (relative, {num_step} steps, "
+                    f"{inputs.frames} frames), above the {self.config.precision} tolerance {tolerance:.0e}: not timed"
+                )
+            self._verified[key] = error
+        return self._verified[key]
 
 
 class EngineCache:

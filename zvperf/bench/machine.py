@@ -99,5 +99,6 @@ def machine_summary(device: str) -> dict[str, Any]:
         "cpu_cores": cpu_cores(),
         "torch_threads": torch.get_num_threads(),
         "gpu": gpu_info() if device == "cuda" else None,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "software": software_versions(),
     }

@@ -23,30 +23,38 @@ class Config:
 
 @dataclasses.dataclass(frozen=True)
 class Combo:
-    """One timed configuration; its id reads like ``zipvoice_distill-4step-torch-fp16`` (``-1000f`` with a length)."""
+    """One timed configuration; its id reads like ``zipvoice_distill-4step-torch-fp16``, with ``-1000f`` for a
+    fixed length and ``-b4`` for a batch of 4."""
 
     model: str
     num_step: int
     backend: str
     precision: str
     frames: int | None = None  # a fixed decoder length (prompt + speech), or None for the text's own
+    batch: int = 1  # utterances solved together
 
     @property
     def config(self) -> Config:
         return Config(self.model, self.backend, self.precision)
 
     @property
+    def utterance(self) -> Combo:
+        """The same configuration on one utterance of the text's own length (what end-to-end runs)."""
+        return Combo(self.model, self.num_step, self.backend, self.precision)
+
+    @property
     def id(self) -> str:
         length = f"-{self.frames}f" if self.frames else ""
-        return f"{self.model}-{self.num_step}step-{self.backend}-{self.precision}{length}"
+        batch = f"-b{self.batch}" if self.batch > 1 else ""
+        return f"{self.model}-{self.num_step}step-{self.backend}-{self.precision}{length}{batch}"
 
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
     steps: dict[str, tuple[int, ...]]  # model -> step counts
-    backends: tuple[str, ...]
-    precisions: tuple[str, ...]
+    variants: tuple[tuple[str, str], ...] | None  # (backend, precision) pairs; None: every backend in each precision
     lengths: tuple[int | None, ...]
+    batches: tuple[int, ...]
     warmup_rounds: int
     rounds: int
     cold_rounds: int
@@ -56,19 +64,19 @@ PRESETS: dict[str, Preset] = {
     # What a 2-core CPU finishes in a few minutes at full size (the distill rows in about three).
     "quick": Preset(
         steps={"zipvoice": (4,), "zipvoice_distill": (4, 2)},
-        backends=("torch",),
-        precisions=("fp32",),
+        variants=(("torch", "fp32"),),
         lengths=(None,),
+        batches=(1,),
         warmup_rounds=1,
         rounds=5,
         cold_rounds=1,
     ),
-    # The optimization guide's rows.
+    # The optimization guide's rows: the eager reference, half precision, CUDA graphs and TensorRT.
     "guide": Preset(
         steps={"zipvoice": (16, 8, 4), "zipvoice_distill": (8, 4, 2)},
-        backends=("torch",),
-        precisions=("fp32",),
+        variants=(("torch", "fp32"), ("torch", "fp16"), ("cudagraph", "fp16"), ("trt", "fp16")),
         lengths=(None,),
+        batches=(1,),
         warmup_rounds=3,
         rounds=10,
         cold_rounds=3,
@@ -76,9 +84,9 @@ PRESETS: dict[str, Preset] = {
     # Everything: more steps, every backend and precision, the length buckets of the TensorRT profile.
     "full": Preset(
         steps={"zipvoice": (16, 8, 4, 2), "zipvoice_distill": (8, 4, 2, 1)},
-        backends=("torch",),
-        precisions=("fp32", "fp16", "bf16"),
+        variants=None,
         lengths=(375, 1000, 1800, 3000),
+        batches=(1, 4),
         warmup_rounds=3,
         rounds=20,
         cold_rounds=3,
@@ -88,11 +96,37 @@ PRESETS: dict[str, Preset] = {
 
 @dataclasses.dataclass(frozen=True)
 class Matrix:
-    combos: tuple[Combo, ...]
-    configs: tuple[Config, ...]
+    combos: tuple[Combo, ...]  # what the solver benchmark times
+    utterances: tuple[Combo, ...]  # what end-to-end synthesis times: one utterance, the text's own length
+    configs: tuple[Config, ...]  # what is built: the component and cold-start benchmarks' rows
     warmup_rounds: int
     rounds: int
     cold_rounds: int
+
+
+def _variants(
+    preset: Preset, backends: Sequence[str] | None, precisions: Sequence[str] | None
+) -> list[tuple[str, str]]:
+    """The preset's (backend, precision) pairs, or the product of the axes given on the command line.
+
+    Backends named without precisions run in those of the preset they support, else in their first
+    (ort-int8 in int8); precisions named explicitly are taken as asked (unsupported ones skip, saying so).
+    """
+    from zvperf.backends import backend_names, get_backend
+
+    if preset.variants is None:
+        pairs = [(name, precision) for name in backend_names() for precision in get_backend(name).precisions]
+    else:
+        pairs = list(preset.variants)
+    if not backends and not precisions:
+        return pairs
+    chosen_precisions = list(precisions or dict.fromkeys(p for _, p in pairs))
+    out = []
+    for backend in backends or dict.fromkeys(b for b, _ in pairs):
+        supported = get_backend(backend).precisions
+        usable = chosen_precisions if precisions else [p for p in chosen_precisions if p in supported]
+        out += [(backend, p) for p in usable or supported[:1]]
+    return out
 
 
 def expand(
@@ -102,6 +136,7 @@ def expand(
     backends: Sequence[str] | None = None,
     precisions: Sequence[str] | None = None,
     lengths: Sequence[int] | None = None,
+    batches: Sequence[int] | None = None,
 ) -> Matrix:
     """The preset's combinations, with any of its axes replaced by the given values."""
     if preset_name not in PRESETS:
@@ -113,15 +148,20 @@ def expand(
         raise ZvperfError(f"--zv-models: {unknown[0]!r} is not one of {', '.join(PRESETS['full'].steps)}.")
     if steps and any(s < 1 for s in steps):
         raise ZvperfError(f"--zv-steps: step counts must be positive, got {list(steps)}.")
-    if lengths and any(n < 2 for n in lengths):
-        raise ZvperfError(f"--zv-lengths: frame counts must be at least 2, got {list(lengths)}.")
+    if lengths and any(n < 16 for n in lengths):
+        raise ZvperfError(f"--zv-lengths: frame counts must be at least 16, got {list(lengths)}.")
+    if batches and any(b < 1 for b in batches):
+        raise ZvperfError(f"--zv-batch: batch sizes must be positive, got {list(batches)}.")
     combos = [
-        Combo(model, num_step, backend, precision, frames)
+        Combo(model, num_step, backend, precision, frames, batch)
         for model in chosen_models
-        for backend in (backends or preset.backends)
-        for precision in (precisions or preset.precisions)
+        for backend, precision in _variants(preset, backends, precisions)
         for frames in (lengths or preset.lengths)
+        for batch in (batches or preset.batches)
         for num_step in (steps or preset.steps.get(model, PRESETS["full"].steps[model]))
     ]
-    configs = list(dict.fromkeys(c.config for c in combos))
-    return Matrix(tuple(combos), tuple(configs), preset.warmup_rounds, preset.rounds, preset.cold_rounds)
+    utterances = dict.fromkeys(c.utterance for c in combos)
+    configs = dict.fromkeys(c.config for c in combos)
+    return Matrix(
+        tuple(combos), tuple(utterances), tuple(configs), preset.warmup_rounds, preset.rounds, preset.cold_rounds
+    )

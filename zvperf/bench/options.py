@@ -25,6 +25,7 @@ def add_options(parser: pytest.Parser) -> None:
     add("--zv-backends", help=f"comma list of backends ({', '.join(backend_names())})")
     add("--zv-precision", help=f"comma list of precisions ({', '.join(DTYPES)})")
     add("--zv-lengths", help="comma list of decoder frame counts (prompt + speech), e.g. 375,1000,1800,3000")
+    add("--zv-batch", help="comma list of batch sizes for the solver benchmark, e.g. 1,4 (default: the matrix's)")
     add("--zv-device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda when available")
     add("--zv-weights", default="auto", help="DIR, hub, synthetic, or auto (hub cache, else synthetic)")
     add("--zv-text", default=audio.DEMO_TEXT, help="the sentence to synthesise")
@@ -32,6 +33,7 @@ def add_options(parser: pytest.Parser) -> None:
     add("--zv-prompt-text", help="transcript of --zv-prompt-wav (required when it is given)")
     add("--zv-rounds", type=int, help="timed rounds per benchmark (default: the matrix's)")
     add("--zv-warmup", type=int, help="untimed warm-up rounds per benchmark (default: the matrix's)")
+    add("--zv-shard", help="I/N: run only the I-th of N shards of the matrix (zvperf bench sets it per GPU)")
     add(
         "--zv-inject-slowdown",
         type=float,
@@ -64,6 +66,7 @@ class BenchOptions:
     warmup_rounds: int
     cold_rounds: int
     slowdown: float
+    shard: tuple[int, int]  # (index, count): this process times configurations index, index + count, ...
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> BenchOptions:
@@ -88,6 +91,7 @@ class BenchOptions:
             backends=backends,
             precisions=precisions,
             lengths=_csv(get("zv_lengths"), int),
+            batches=_csv(get("zv_batch"), int),
         )
         prompt_wav = Path(get("zv_prompt_wav"))
         prompt_text = get("zv_prompt_text")
@@ -99,6 +103,7 @@ class BenchOptions:
         warmup = matrix.warmup_rounds if get("zv_warmup") is None else get("zv_warmup")
         if rounds < 1 or warmup < 0:
             raise ZvperfError(f"--zv-rounds must be at least 1 and --zv-warmup at least 0 (got {rounds}, {warmup}).")
+        shard = _shard(get("zv_shard"))
         slowdown = get("zv_inject_slowdown")
         if not 0 <= slowdown <= 10:
             raise ZvperfError(f"--zv-inject-slowdown must be between 0 and 10, got {slowdown}.")
@@ -115,4 +120,14 @@ class BenchOptions:
             warmup_rounds=warmup,
             cold_rounds=min(rounds, matrix.cold_rounds),
             slowdown=slowdown,
+            shard=shard,
         )
+
+
+def _shard(value: str | None) -> tuple[int, int]:
+    if not value:
+        return (0, 1)
+    index, _, count = value.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise ZvperfError(f"--zv-shard {value!r}: expected I/N with 0 <= I < N, such as 0/2.")
+    return int(index), int(count)

@@ -8,11 +8,11 @@ summary table, the sanity flags, the gate and the report all see the same number
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 from zvperf.errors import ZvperfError
+from zvperf.files import read_json
 
 # extra_info keys every zvperf benchmark carries.
 EXTRA_INFO_KEYS = (
@@ -97,14 +97,7 @@ class ResultsFile:
 def load_results(path: Path | str) -> ResultsFile:
     """Read a ``--benchmark-json`` file written by a zvperf run; bad files get one sentence naming them."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ZvperfError(f"{path}: file not found.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ZvperfError(f"{path}: cannot be read ({exc}).") from None
-    except json.JSONDecodeError as exc:
-        raise ZvperfError(f"{path}: not valid JSON ({exc}).") from None
+    data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list) or "machine_info" not in data:
         raise ZvperfError(f"{path}: not pytest-benchmark output (no 'benchmarks' list and 'machine_info').")
     if not data["benchmarks"]:
@@ -128,6 +121,7 @@ def add_speedups(results: list[Result]) -> None:
             and r.extra["model"] == "zipvoice"
             and r.extra["num_step"] == 16
             and r.extra.get("frames_bucket") == result.extra.get("frames_bucket")
+            and r.extra.get("batch", 1) == result.extra.get("batch", 1)
             and r.extra["device"] == result.extra["device"]
         ]
         if candidates:

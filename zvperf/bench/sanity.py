@@ -37,7 +37,8 @@ def check(results: list[Result]) -> None:
     for result in results:
         if result.kind == "solver" and result.extra.get("nfe"):
             e = result.extra
-            groups[(e["model"], e["backend"], e["precision"], e["device"], e.get("frames_bucket"))].append(result)
+            key = (e["model"], e["backend"], e["precision"], e["device"], e.get("frames_bucket"), e.get("batch", 1))
+            groups[key].append(result)
     for rows in groups.values():
         if len(rows) < 2:
             continue

@@ -15,6 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("case_dirs", nargs="+", type=Path, metavar="CASE_DIR")
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--precision", default="fp32", choices=list(DTYPES))
+    parser.add_argument("--backend", default="torch", help="run the solve through this backend (default: torch)")
     parser.set_defaults(run=run)
 
 
@@ -23,8 +24,8 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for case_dir in args.case_dirs:
         case = load_case(case_dir)
-        checks = run_case(case, device=device, precision=args.precision)
-        print(f"{case_dir} ({case.info['model_name']}, {device}, {args.precision})")
+        checks = run_case(case, device=device, precision=args.precision, backend=args.backend)
+        print(f"{case_dir} ({case.info['model_name']}, {args.backend}, {device}, {args.precision})")
         for check in checks:
             verdict = "ok" if check.passed else "FAIL"
             print(f"  {check.name:<15} max error {check.error:.3e}  tolerance {check.tolerance:.0e}  {verdict}")

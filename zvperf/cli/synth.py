@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from zvperf.backends import backend_names, check_runnable, get_backend
 from zvperf.engine import audio
 from zvperf.engine.device import resolve_device
 from zvperf.engine.pipeline import STAGES, Synthesizer
@@ -28,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("result.wav"))
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--precision", default="fp32", choices=list(DTYPES))
+    p.add_argument("--backend", default="torch", choices=backend_names(), help="how the decoder runs (default: torch)")
     p.add_argument("--weights", default="auto", help="DIR, hub, synthetic or auto (hub cache, else synthetic)")
     p.add_argument("--vocoder", default="auto", help="DIR (config.yaml + pytorch_model.bin), hub, synthetic or auto")
     p.add_argument("--tokenizer", default="emilia", choices=["emilia", "espeak", "simple"])
@@ -46,8 +48,11 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    backend = get_backend(args.backend)
+    check_runnable(backend, device, args.precision)
     weights = load_weights(args.model, args.weights, args.vocoder, tokenizer=args.tokenizer, lang=args.lang)
     synthesizer = Synthesizer(weights, device=device, precision=args.precision)
+    synthesizer.solver = backend.prepare(synthesizer.model, device, args.precision)
     with torch.inference_mode():
         result = synthesizer.synthesize(
             args.text,
@@ -68,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         if args.guidance_scale is None
         else args.guidance_scale,
         "device": device,
+        "backend": args.backend,
         "precision": args.precision,
         "weights": weights.kind,
         "weights_source": weights.description,
@@ -86,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {note}")
     if weights.kind != "official":
         print(f"note: synthetic weights ({weights.description}): timings are real, the audio is noise")
-    print(f"{args.model}, {report['num_step']} steps, {device} {args.precision}: wrote {args.out}")
+    print(f"{args.model}, {report['num_step']} steps, {args.backend} on {device} {args.precision}: wrote {args.out}")
     for stage in (*STAGES, "total"):
         print(f"  {stage:<13} {result.timings[stage] * 1000:10.1f} ms")
     print(f"  audio         {result.audio_seconds:10.2f} s")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 from zvperf.errors import ZvperfError
+from zvperf.files import read_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,14 +101,7 @@ def _positive_int(value: Any) -> bool:
 
 def read_model_json(path: Path) -> tuple[ModelConfig, dict[str, Any]]:
     """Read an official ``model.json``: returns the model config and the "feature" section."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ZvperfError(f"{path}: file not found.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ZvperfError(f"{path}: cannot be read ({exc}).") from None
-    except json.JSONDecodeError as exc:
-        raise ZvperfError(f"{path}: not valid JSON ({exc}).") from None
+    data = read_json(path)
     if not isinstance(data, dict) or "model" not in data:
         raise ZvperfError(f'{path}: has no "model" section.')
     feature = data.get("feature", {"sampling_rate": 24000, "type": "vocos"})

@@ -8,7 +8,6 @@ the text condition, one decoder evaluation, and a whole Euler solve — and comp
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from zvperf.engine.config import read_model_json
 from zvperf.engine.models import ZipVoice, ZipVoiceDistill, speech_condition_from_prompt
 from zvperf.engine.precision import TOLERANCES, dtype_of, relative_error
 from zvperf.errors import ZvperfError
+from zvperf.files import read_json
 
 CASE_FILES = ("model.json", "model.pt", "case.json", "tensors.safetensors")
 CASE_KEYS = (
@@ -70,10 +70,9 @@ def load_case(case_dir: Path | str) -> Case:
     for name in CASE_FILES:
         if not (path / name).is_file():
             raise ZvperfError(f"{path}: case folder has no {name}.")
-    try:
-        info = json.loads((path / "case.json").read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ZvperfError(f"{path / 'case.json'}: not valid JSON ({exc}).") from None
+    info = read_json(path / "case.json")
+    if not isinstance(info, dict):
+        raise ZvperfError(f"{path / 'case.json'}: expected a JSON object.")
     missing = [k for k in CASE_KEYS if k not in info]
     if missing:
         raise ZvperfError(f"{path / 'case.json'}: key {missing[0]!r} is missing.")
@@ -101,14 +100,20 @@ def load_case(case_dir: Path | str) -> Case:
     return Case(path, info, tensors)
 
 
-def run_case(case: Case, device: str = "cpu", precision: str = "fp32", solver=None) -> list[Check]:
-    """Run the case's three computations and compare them with the reference, fp32 math on the given device.
+def run_case(case: Case, device: str = "cpu", precision: str = "fp32", backend: str = "torch") -> list[Check]:
+    """Run the case's three computations and compare them with the reference.
 
-    ``solver`` (optional) replaces the model's own Euler solve: a callable with the signature of
-    ``ZipVoice.solve``, which is how a backend is put through the same vectors.
+    The text condition and the single decoder evaluation run in torch; the whole solve runs through
+    ``backend`` (after it has been built for this model), which is how any backend is put through
+    the reference vectors.
     """
+    from zvperf.backends import check_runnable, get_backend
+
+    chosen = get_backend(backend)
+    check_runnable(chosen, device, precision)
     dtype = dtype_of(precision)
     model = case.build_model().to(device=device, dtype=dtype)
+    solve = chosen.prepare(model, device, precision)
     info, ref = case.info, case.tensors
 
     def put(name: str) -> torch.Tensor:
@@ -132,7 +137,6 @@ def run_case(case: Case, device: str = "cpu", precision: str = "fp32", solver=No
             mask,
             torch.tensor(info["guidance_scale"], device=device),
         )
-        solve = solver or model.solve
         x1 = solve(
             put("x0"), put("text_condition"), speech, mask, info["num_step"], info["guidance_scale"], info["t_shift"]
         )

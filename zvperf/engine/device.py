@@ -30,6 +30,14 @@ def synchronize(device: str | torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def to_device(tensor: torch.Tensor, device: str | torch.device) -> torch.Tensor:
+    """A host tensor on ``device`` without making the host wait: to CUDA through pinned memory and an
+    asynchronous copy (a copy from pageable memory would wait for the stream)."""
+    if torch.device(device).type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 class StageClock:
     """Wall time per named stage; on CUDA each stage ends with a device synchronisation, so a stage is
     charged for the GPU work it queued rather than for launching it."""

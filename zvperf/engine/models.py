@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zvperf.engine.config import ModelConfig
+from zvperf.engine.device import to_device
 from zvperf.engine.solver import Step, nfe, plan_steps
 from zvperf.engine.zipformer import Zipformer
 from zvperf.errors import ZvperfError
@@ -23,6 +24,12 @@ class TextCondition:
         self.frames = frames  # (B, T, feat_dim)
         self.padding_mask = padding_mask  # (B, T), True on padding
         self.features_lens = features_lens  # prompt + generated frames, per utterance
+
+    @property
+    def mask(self) -> Tensor | None:
+        """The padding mask, or None when no utterance is padded: known on the host, so the decoder can skip
+        every masking kernel without asking the device."""
+        return self.padding_mask if min(self.features_lens) < self.frames.shape[1] else None
 
 
 def ratio_durations(
@@ -166,7 +173,7 @@ class ZipVoice(nn.Module):
         for row, seq in enumerate(tokens):
             padded[row, : len(seq)] = torch.tensor(list(seq), dtype=torch.int64)
         key_mask = torch.arange(width)[None, :] >= torch.tensor(counts)[:, None]
-        padded, key_mask = padded.to(self.device), key_mask.to(self.device)
+        padded, key_mask = to_device(padded, self.device), to_device(key_mask, self.device)
         return self.text_encoder(self.embed(padded), key_mask)
 
     def text_condition(
@@ -192,9 +199,9 @@ class ZipVoice(nn.Module):
         counts = [len(seq) for seq in joined]
         num_frames = max(features_lens)
         encoded = self.encode_text(joined)
-        index = frame_token_index(features_lens, counts, num_frames).to(self.device)
+        index = to_device(frame_token_index(features_lens, counts, num_frames), self.device)
         frames = torch.gather(encoded, 1, index[..., None].expand(-1, -1, encoded.shape[-1]))
-        padding_mask = (torch.arange(num_frames)[None, :] >= torch.tensor(features_lens)[:, None]).to(self.device)
+        padding_mask = to_device(torch.arange(num_frames)[None, :] >= torch.tensor(features_lens)[:, None], self.device)
         return TextCondition(frames, padding_mask, list(features_lens))
 
     # ----------------------------------------------------------------------------------------
@@ -211,14 +218,16 @@ class ZipVoice(nn.Module):
         x0: Tensor,
         text_condition: Tensor,
         speech_condition: Tensor,
-        padding_mask: Tensor,
+        padding_mask: Tensor | None,
         num_step: int,
         guidance_scale: float,
         t_shift: float = 0.5,
     ) -> Tensor:
-        """Integrate the flow from noise ``x0`` (t=0) to features (t=1) with ``num_step`` Euler steps."""
+        """Integrate the flow from noise ``x0`` (t=0) to features (t=1) with ``num_step`` Euler steps.
+
+        ``padding_mask`` is True on padding frames, or None when there are none."""
         plan = SolvePlan(self, text_condition, speech_condition, padding_mask, num_step, guidance_scale, t_shift)
-        return plan.run(x0)
+        return plan.run(plan.step_module, x0)
 
     def sample(
         self,
@@ -241,7 +250,7 @@ class ZipVoice(nn.Module):
         cond = self.text_condition(tokens, prompt_tokens, prompt_features_lens, speed)
         speech = speech_condition_from_prompt(prompt_features, prompt_features_lens, cond.frames.shape[1])
         x0 = torch.randn(cond.frames.shape, device=self.device, generator=generator).to(cond.frames.dtype)
-        x1 = self.solve(x0, cond.frames, speech, cond.padding_mask, num_step, guidance_scale, t_shift)
+        x1 = self.solve(x0, cond.frames, speech, cond.mask, num_step, guidance_scale, t_shift)
         prompt_lens = [int(n) for n in prompt_features_lens]
         generated = [total - prompt for total, prompt in zip(cond.features_lens, prompt_lens, strict=True)]
         out = x1.new_zeros(x1.shape[0], max(generated), x1.shape[2])
@@ -261,8 +270,8 @@ class ZipVoiceDistill(ZipVoice):
 
 def speech_condition_from_prompt(prompt_features: Tensor, prompt_features_lens: Sequence[int], frames: int) -> Tensor:
     """The prompt's features on the first frames of each utterance, zeros elsewhere: (B, frames, feat_dim)."""
-    lens = torch.tensor([int(n) for n in prompt_features_lens], device=prompt_features.device)
-    keep = torch.arange(prompt_features.shape[1], device=prompt_features.device)[None, :] < lens[:, None]
+    lens = torch.tensor([int(n) for n in prompt_features_lens])
+    keep = to_device(torch.arange(prompt_features.shape[1])[None, :] < lens[:, None], prompt_features.device)
     speech = prompt_features * keep[..., None]
     return F.pad(speech, (0, 0, 0, frames - speech.shape[1]))
 
@@ -274,9 +283,40 @@ def _per_batch(value: Tensor | float | None, batch: int, device: torch.device) -
     return value.expand(batch) if value.numel() == 1 else value
 
 
+class DecoderStep(nn.Module):
+    """One Euler step as a single graph: x -> x + a * v_cond + b * v_uncond.
+
+    The decoder sees W_x x + ``constant``, where ``constant`` holds the text and speech parts of its
+    input projection (see :class:`SolvePlan`). With classifier-free guidance the batch is doubled as
+    [unconditional; conditional] and a = dt (1 + g), b = -dt g, otherwise a = dt. This one module is
+    what every backend runs: eagerly, compiled, captured in a CUDA graph, or exported to ONNX.
+    """
+
+    def __init__(self, decoder: Zipformer, feat_dim: int, guided: bool) -> None:
+        super().__init__()
+        self.decoder = decoder
+        self.feat_dim = feat_dim
+        self.guided = guided
+
+    def forward(
+        self, x: Tensor, constant: Tensor, padding_mask: Tensor | None, conditioning: Tensor, coefficients: Tensor
+    ) -> Tensor:
+        h = F.linear(x, self.decoder.in_proj.weight[:, : self.feat_dim])
+        if self.guided:
+            h = torch.cat([h, h])
+        velocity = self.decoder.run_stacks(h + constant, padding_mask, conditioning)
+        # In x's precision, written out rather than as addcmul, whose ONNX export would promote it to fp32.
+        coefficients = coefficients.to(x.dtype)
+        if not self.guided:
+            return x + coefficients[0] * velocity
+        uncond, cond = velocity.chunk(2)
+        return x + coefficients[0] * cond + coefficients[1] * uncond
+
+
 class SolvePlan:
-    """What a solve can compute once, before its steps: the parts of the decoder's input projection
-    that come from the text and the speech prompt, and the time/guidance conditioning of every step.
+    """What a solve computes once, before its steps: the parts of the decoder's input projection that
+    come from the text and the speech prompt (for each branch of guidance), the time/guidance
+    conditioning of every step, and every step's Euler coefficients.
 
     The input projection is linear, so in_proj(concat(x, text, speech)) = W_x x + (W_text text + W_speech
     speech + b); only the first term changes from step to step.
@@ -287,59 +327,46 @@ class SolvePlan:
         model: ZipVoice,
         text_condition: Tensor,
         speech_condition: Tensor,
-        padding_mask: Tensor,
+        padding_mask: Tensor | None,
         num_step: int,
         guidance_scale: float,
         t_shift: float,
     ) -> None:
         decoder = model.fm_decoder
         feat = model.feat_dim
-        self.decoder = decoder
         self.steps = model.plan(num_step, guidance_scale, t_shift)
-        w_x, w_text, w_speech = decoder.in_proj.weight.split(feat, dim=1)
-        self.w_x = w_x
-        text_part = F.linear(text_condition, w_text)
-        speech_part = F.linear(speech_condition, w_speech)
-        bias = decoder.in_proj.bias
-        conditional = text_part + speech_part + bias
-        mask = padding_mask.bool()
         # Guidance is all or nothing: plan_steps gives every step the same kind of pass.
         self.guided = bool(self.steps[0].guidance)
-        if self.guided:
-            # Batch layout [unconditional; conditional], as in the reference.
-            self.constant_keep_speech = torch.cat([speech_part + bias, conditional])
-            self.constant_drop_speech = torch.cat([bias.expand_as(conditional), conditional])
-            self.mask = torch.cat([mask, mask])
-        else:
-            self.constant = conditional
-            self.mask = mask
+        self.step_module = DecoderStep(decoder, feat, self.guided)
+        _, w_text, w_speech = decoder.in_proj.weight.split(feat, dim=1)
+        bias = decoder.in_proj.bias
+        speech_part = F.linear(speech_condition, w_speech)
+        conditional = F.linear(text_condition, w_text) + speech_part + bias
+        mask = padding_mask.bool() if padding_mask is not None else None
         device = text_condition.device
-        times = torch.tensor([step.t for step in self.steps], device=device)
+        if self.guided:
+            # Batch layout [unconditional; conditional], as in the reference. The unconditional branch
+            # has no text, and keeps the speech prompt only before t = 0.5.
+            keep_speech = torch.cat([speech_part + bias, conditional])
+            drop_speech = torch.cat([bias.expand_as(conditional), conditional])
+            self.constants = [keep_speech if s.uncond_keeps_speech else drop_speech for s in self.steps]
+            self.mask = torch.cat([mask, mask]) if mask is not None else None
+            coefficients = [[s.dt * (1.0 + s.guidance), -s.dt * s.guidance] for s in self.steps]
+        else:
+            self.constants = [conditional] * len(self.steps)
+            self.mask = mask
+            coefficients = [[s.dt, 0.0] for s in self.steps]
+        self.coefficients = to_device(torch.tensor(coefficients, dtype=torch.float32), device)
+        times = to_device(torch.tensor([s.t for s in self.steps], dtype=torch.float32), device)
         scales = torch.full_like(times, guidance_scale) if model.guidance_is_input else None
         self.conditioning = decoder.condition(times, scales)  # (num_step, time_embed_dim)
 
-    def velocity(self, x: Tensor, index: int) -> tuple[Tensor, Tensor | None]:
-        """The decoder output at step ``index``: (conditional, unconditional or None)."""
-        step = self.steps[index]
-        h = F.linear(x, self.w_x)
-        cond = self.conditioning[index : index + 1]
-        if not self.guided:
-            return self.decoder.run_stacks(h + self.constant, self.mask, cond), None
-        constant = self.constant_keep_speech if step.uncond_keeps_speech else self.constant_drop_speech
-        out = self.decoder.run_stacks(h.repeat(2, 1, 1) + constant, self.mask, cond)
-        uncond, conditional = out.chunk(2)
-        return conditional, uncond
+    def step_inputs(self, index: int) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+        """(constant, padding_mask, conditioning, coefficients) for step ``index``."""
+        return self.constants[index], self.mask, self.conditioning[index : index + 1], self.coefficients[index]
 
-    def run(self, x: Tensor) -> Tensor:
-        for index, step in enumerate(self.steps):
-            conditional, uncond = self.velocity(x, index)
-            x = euler_update(x, conditional, uncond, step)
+    def run(self, step: Callable[..., Tensor], x: Tensor) -> Tensor:
+        """Every step through ``step`` (a :class:`DecoderStep` or anything with its signature)."""
+        for index in range(len(self.steps)):
+            x = step(x, *self.step_inputs(index))
         return x
-
-
-def euler_update(x: Tensor, conditional: Tensor, uncond: Tensor | None, step: Step) -> Tensor:
-    """x + dt * ((1 + g) v_cond - g v_uncond), as two in-place multiply-adds on a fresh tensor."""
-    if uncond is None:
-        return torch.add(x, conditional, alpha=step.dt)
-    out = torch.add(x, conditional, alpha=step.dt * (1.0 + step.guidance))
-    return out.sub_(uncond, alpha=step.dt * step.guidance)

@@ -233,7 +233,7 @@ class Synthesizer:
         frames = cond.frames.shape[1]
         speech = speech_condition_from_prompt(prompt.features.expand(batch, -1, -1), [prompt.frames] * batch, frames)
         x0 = torch.randn(cond.frames.shape, generator=generator, device=self.device, dtype=torch.float32)
-        return self.solver(x0.to(self.dtype), cond.frames, speech, cond.padding_mask, num_step, guidance_scale, t_shift)
+        return self.solver(x0.to(self.dtype), cond.frames, speech, cond.mask, num_step, guidance_scale, t_shift)
 
     def vocode(self, features: Sequence[torch.Tensor], prompt: Prompt, remove_long_silence: bool) -> torch.Tensor:
         """Each chunk's features through Vocos (one at a time, as the reference), joined and trimmed."""

@@ -6,7 +6,13 @@ import torch
 
 from zvperf.errors import ZvperfError
 
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# int8 is weight quantisation inside a backend (ort-int8); the torch work around it stays in fp32.
+DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+    "int8": torch.float32,
+}
 
 # Largest allowed |ours - reference| on valid frames, as a fraction of max(1, max |reference|).
 # fp32 is the conformance README's own bound (reruns of the reference differ by ~1e-6). The
@@ -17,6 +23,11 @@ TOLERANCES: dict[str, dict[str, float]] = {
     "fp32": {"text_condition": 1e-4, "fm_velocity": 1e-4, "x1": 1e-3},
     "fp16": {"text_condition": 1e-2, "fm_velocity": 1e-2, "x1": 2e-2},
     "bf16": {"text_condition": 5e-2, "fm_velocity": 5e-2, "x1": 1e-1},
+    # int8 quantises the decoder's weight products inside the solve (the torch parts stay fp32). Its error
+    # is real and compounds over the steps: 0.16-0.22 measured on the conformance cases, whose random
+    # weights quantise worse than smooth ones. The bound catches a broken kernel (errors near 1), not
+    # lost quality: listen before shipping int8.
+    "int8": {"text_condition": 1e-4, "fm_velocity": 1e-4, "x1": 2.5e-1},
 }
 
 

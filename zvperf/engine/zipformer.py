@@ -25,12 +25,12 @@ _MASKED_SCORE = -1000.0
 
 def swoosh_l(x: Tensor) -> Tensor:
     """SwooshL(x) = log(1 + exp(x - 4)) - 0.08 x - 0.035."""
-    return F.softplus(x - 4.0) - 0.08 * x - 0.035
+    return F.softplus(x - 4.0).sub_(x, alpha=0.08).sub_(0.035)
 
 
 def swoosh_r(x: Tensor) -> Tensor:
     """SwooshR(x) = log(1 + exp(x - 1)) - 0.08 x - 0.313261687."""
-    return F.softplus(x - 1.0) - 0.08 * x - 0.313261687
+    return F.softplus(x - 1.0).sub_(x, alpha=0.08).sub_(0.313261687)
 
 
 class SwooshR(nn.Module):
@@ -50,14 +50,21 @@ def sinusoidal_embedding(values: Tensor, dim: int, max_period: float = 10000.0) 
     return embedding
 
 
-@functools.lru_cache(maxsize=64)
 def relative_position_table(length: int, dim: int, device: torch.device) -> Tensor:
     """Encodings of the relative offsets -(length-1) .. length-1: (2*length-1, dim), fp32.
 
     Offsets are squashed (log beyond sqrt(dim), then atan) before the Fourier features, so that
     near offsets are resolved finely and far ones coarsely; the last channel is a constant 1.
-    It depends only on (length, dim), so it is cached: the solver asks for the same few every step.
+    Concrete lengths are cached, since the solver asks for the same few every step; symbolic ones
+    (while a graph is exported or compiled) are computed in the graph.
     """
+    if isinstance(length, int):
+        return _cached_position_encoding(length, dim, device)
+    return _position_encoding(length, dim, device)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_position_encoding(length: int, dim: int, device: torch.device) -> Tensor:
     # A normal (not inference-mode) tensor, since the cached table may later meet autograd-tracked code.
     with torch.inference_mode(False), torch.no_grad():
         return _position_encoding(length, dim, device)
@@ -146,14 +153,15 @@ class AttentionWeights(nn.Module):
         p = p.view(batch, frames, heads, pd).transpose(1, 2)
         scores = torch.matmul(q, k)
 
-        # Scores against every relative offset, (B, h, T, 2T-1), then re-indexed so that
-        # query i, key j reads offset j - i, which sits at column (T - 1) - i + j.
-        rel = self.linear_pos(pos_table.to(x.dtype)).view(2 * frames - 1, heads, pd).permute(1, 2, 0)
-        rel_scores = torch.matmul(p, rel)
-        s_b, s_h, s_i, s_n = rel_scores.stride()
-        rel_scores = rel_scores.as_strided(
-            (batch, heads, frames, frames), (s_b, s_h, s_i - s_n, s_n), storage_offset=s_n * (frames - 1)
-        )
+        # Scores against every relative offset, then re-indexed so that query i, key j reads offset
+        # j - i. With the offsets -(T-1)..T-1 in columns 0..2T-2 and one zero column appended, row i of
+        # the flattened (T, 2T) scores holds the wanted T values at flat positions (T-1) + i(2T-1) + j:
+        # a view, no copy, and only reshapes and slices, so ONNX export stays dynamic in T.
+        rel = self.linear_pos(pos_table.to(x.dtype))
+        rel = F.pad(rel, (0, 0, 0, 1)).view(2 * frames, heads, pd).permute(1, 2, 0)
+        rel_scores = torch.matmul(p, rel).reshape(batch, heads, 2 * frames * frames)
+        rel_scores = rel_scores[..., frames - 1 : frames - 1 + frames * (2 * frames - 1)]
+        rel_scores = rel_scores.reshape(batch, heads, frames, 2 * frames - 1)[..., :frames]
         scores = scores + rel_scores
         if key_padding_mask is not None:
             scores = scores.masked_fill(key_padding_mask[:, None, None, :], _MASKED_SCORE)
@@ -200,11 +208,11 @@ class Convolution(nn.Module):
         self.out_proj = ActivationLinear(channels, channels, swoosh_r)
 
     def forward(self, x: Tensor, padding_mask: Tensor | None) -> Tensor:
-        values, gate = self.in_proj(x).chunk(2, dim=-1)
-        x = values * torch.sigmoid(gate)
+        x = F.glu(self.in_proj(x), dim=-1)  # values * sigmoid(gate), the two halves of the projection
         if padding_mask is not None:
             x = x.masked_fill(padding_mask[..., None], 0.0)
-        x = self.depthwise_conv(x.transpose(1, 2)).transpose(1, 2)
+        # Channels-first and contiguous: the layout the depthwise convolution kernels are fastest on.
+        x = self.depthwise_conv(x.transpose(1, 2).contiguous()).transpose(1, 2)
         return self.out_proj(x)
 
 
@@ -283,10 +291,10 @@ class Downsample(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         batch, frames, channels = x.shape
-        groups = -(-frames // self.factor)
+        groups = (frames + self.factor - 1) // self.factor
         fill = groups * self.factor - frames
-        if fill:
-            x = torch.cat([x, x[:, -1:].expand(batch, fill, channels)], dim=1)
+        # Always concatenated (possibly zero frames): no branch on the length, so exported graphs stay general.
+        x = torch.cat([x, x[:, -1:].expand(batch, fill, channels)], dim=1)
         weights = self.bias.softmax(dim=0).to(x.dtype)
         return torch.einsum("bgfc,f->bgc", x.view(batch, groups, self.factor, channels), weights)
 

@@ -1,0 +1,191 @@
+"""Every backend is checked against the reference vectors; the ONNX export is dynamic and cached."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import CASE_DIRS, tiny_config, tiny_weights
+from zvperf import backends
+from zvperf.backends import BackendUnavailable, check_runnable, get_backend
+from zvperf.backends.onnx_export import example_inputs, exported_step, model_digest
+from zvperf.cli import main
+from zvperf.engine.conformance import load_case, run_case
+from zvperf.engine.models import DecoderStep
+from zvperf.engine.weights import synthetic_model
+
+# The precision each backend is checked in here.
+PRECISION = {"ort-int8": "int8", "trt": "fp16", "ort-trt": "fp16"}
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Exported graphs and engines go to a fresh cache per test."""
+    monkeypatch.setenv("ZVPERF_CACHE", str(tmp_path / "cache"))
+
+
+def run_or_skip(backend: str, precision: str):
+    try:
+        check_runnable(get_backend(backend), "cuda" if backend in GPU_ONLY else "cpu", precision)
+    except BackendUnavailable as reason:
+        pytest.skip(str(reason))
+
+
+GPU_ONLY = {name for name in backends.backend_names() if get_backend(name).devices == ("cuda",)}
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [pytest.param(name, marks=pytest.mark.slow) if name == "compile" else name for name in backends.backend_names()],
+)
+@pytest.mark.parametrize("case_dir", CASE_DIRS, ids=lambda p: p.name)
+def test_every_backend_reproduces_the_conformance_vectors(backend, case_dir):
+    precision = PRECISION.get(backend, "fp32")
+    run_or_skip(backend, precision)
+    device = "cuda" if backend in GPU_ONLY else "cpu"
+    checks = run_case(load_case(case_dir), device=device, precision=precision, backend=backend)
+    for check in checks:
+        assert check.passed, f"{backend} {check.name}: error {check.error:.2e} > {check.tolerance:.0e}"
+
+
+def test_gpu_backends_say_why_they_cannot_run_here():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    for name in GPU_ONLY:
+        with pytest.raises(BackendUnavailable, match="does not run on cpu|no CUDA device"):
+            check_runnable(get_backend(name), "cpu", "fp16")
+        with pytest.raises(BackendUnavailable):
+            check_runnable(get_backend(name), "cuda", "fp16")
+
+
+def test_a_missing_package_is_the_reason_not_a_crash(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(BackendUnavailable, match=r"onnxruntime is not installed \(pip install zvperf\[onnx\]\)"):
+        check_runnable(get_backend("ort-cpu"), "cpu", "fp32")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorrt" else real(name, *a))
+    assert get_backend("trt").unavailable("cuda", "fp16") == "tensorrt is not installed (pip install zvperf[gpu])"
+
+
+def test_precisions_a_backend_lacks_are_refused():
+    with pytest.raises(BackendUnavailable, match="backend ort-cpu has no fp16 mode"):
+        check_runnable(get_backend("ort-cpu"), "cpu", "fp16")
+
+
+def test_conform_command_runs_a_backend(capsys):
+    if importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("onnxruntime is not installed")
+    assert main(["conform", str(CASE_DIRS[0]), "--backend", "ort-cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "(zipvoice, ort-cpu, cpu, fp32)" in out and out.count(" ok") == 3
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime is not installed")
+@pytest.mark.parametrize("guided", [False, True], ids=["single", "cfg"])
+def test_the_onnx_export_is_dynamic_in_batch_and_frames(guided):
+    """One export on the pinned torch serves every batch and length, including lengths that no
+    downsampling factor divides."""
+    import onnxruntime as ort
+
+    model, _ = synthetic_model("zipvoice" if guided else "zipvoice_distill", config=tiny_config())
+    path = exported_step(model, guided)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    step = DecoderStep(model.fm_decoder, model.feat_dim, guided).eval()
+    for batch, frames in [(1, 16), (1, 37), (3, 100), (2, 513)]:
+        inputs = example_inputs(model, guided, torch.float32, batch, frames)
+        feed = {arg.name: t.numpy() for arg, t in zip(session.get_inputs(), inputs, strict=True)}
+        with torch.inference_mode():
+            expected = step(*inputs).numpy()
+        (got,) = session.run(None, feed)
+        assert got.shape == expected.shape == (batch, frames, model.feat_dim)
+        assert np.abs(got - expected).max() <= 1e-4 * max(1.0, np.abs(expected).max())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime is not installed")
+def test_exports_are_cached_by_model_hash():
+    model, _ = synthetic_model("zipvoice_distill", config=tiny_config())
+    first = exported_step(model, guided=False)
+    stamp = first.stat().st_mtime_ns
+    assert exported_step(model, guided=False) == first and first.stat().st_mtime_ns == stamp
+    other, _ = synthetic_model("zipvoice_distill", seed=1, config=tiny_config())
+    assert model_digest(other) != model_digest(model)
+    assert exported_step(other, guided=False) != first
+
+
+def test_a_backend_that_disagrees_fails_its_benchmark_untimed(pytester, monkeypatch, tmp_path):
+    """Verified before timed: a backend whose output is off by 5% fails with the measured error."""
+
+    class Noisy:
+        name, precisions, devices = "noisy", ("fp32",), ("cpu",)
+
+        def unavailable(self, device, precision):
+            return None
+
+        def prepare(self, model, device, precision):
+            def solve(*args, **kwargs):
+                out = model.solve(*args, **kwargs)
+                return out + 0.05 * out.abs().max()
+
+            return solve
+
+    from tests.conftest import write_official_dir
+
+    root = tmp_path / "weights"
+    write_official_dir(tiny_weights("zipvoice_distill"), root / "zipvoice_distill")
+    monkeypatch.setitem(backends._registry(), "noisy", Noisy())
+    pytester.makepyfile(test_benchmarks=(CASE_DIRS[0].parents[2] / "test_benchmarks.py").read_text())
+    out = pytester.path / "out.json"
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--benchmark-only", f"--benchmark-json={out}", "--zv-device=cpu",
+        f"--zv-weights={root}", "--zv-models=zipvoice_distill", "--zv-steps=2", "--zv-backends=noisy,torch",
+        "--zv-rounds=2", "--zv-warmup=0", "-k", "solver or e2e",
+    )  # fmt: skip
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines(["*zipvoice_distill-noisy-fp32 differs from torch fp32 by 5.*e-02*not timed*"])
+    timed = {b["param"] for b in json.loads(out.read_text())["benchmarks"]}
+    assert timed == {"zipvoice_distill-2step-torch-fp32"}
+
+
+def test_a_cpu_backend_is_verified_then_timed(pytester, tmp_path):
+    if importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("onnxruntime is not installed")
+    from tests.conftest import write_official_dir
+
+    root = tmp_path / "weights"
+    write_official_dir(tiny_weights("zipvoice_distill"), root / "zipvoice_distill")
+    pytester.makepyfile(test_benchmarks=(CASE_DIRS[0].parents[2] / "test_benchmarks.py").read_text())
+    out = pytester.path / "out.json"
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--benchmark-only", f"--benchmark-json={out}", "--zv-device=cpu",
+        f"--zv-weights={root}", "--zv-models=zipvoice_distill", "--zv-steps=2", "--zv-backends=ort-cpu",
+        "--zv-lengths=100", "--zv-batch=1,2", "--zv-rounds=2", "--zv-warmup=1", "-k", "solver",
+    )  # fmt: skip
+    result.assert_outcomes(passed=2)
+    benches = {b["param"]: b["extra_info"] for b in json.loads(out.read_text())["benchmarks"]}
+    assert set(benches) == {"zipvoice_distill-2step-ort-cpu-fp32-100f", "zipvoice_distill-2step-ort-cpu-fp32-100f-b2"}
+    for info in benches.values():
+        assert info["backend"] == "ort-cpu" and info["frames"] == 100
+        assert 0 <= info["verified_error"] <= 1e-3  # checked against torch fp32 before timing
+    single, double = (
+        benches["zipvoice_distill-2step-ort-cpu-fp32-100f"],
+        benches["zipvoice_distill-2step-ort-cpu-fp32-100f-b2"],
+    )
+    assert double["batch"] == 2 and double["audio_seconds"] == pytest.approx(2 * single["audio_seconds"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="onnx is not installed")
+def test_the_fp16_export_is_a_valid_half_precision_graph():
+    """What the TensorRT and CUDA backends build fp16 engines from (TensorRT 11 is strongly typed)."""
+    import onnx
+
+    model, _ = synthetic_model("zipvoice_distill", config=tiny_config())
+    graph = onnx.load(str(exported_step(model, guided=False, dtype=torch.float16)))
+    onnx.checker.check_model(graph)
+    types = {i.name: i.type.tensor_type.elem_type for i in graph.graph.input}
+    half, single, boolean = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT, onnx.TensorProto.BOOL
+    assert types == {"x": half, "constant": half, "padding_mask": boolean, "conditioning": half, "coefficients": single}
+    assert graph.graph.output[0].type.tensor_type.elem_type == half

@@ -1,0 +1,187 @@
+"""ONNX Runtime backends: the exported decoder step on the CPU (fp32, or int8 weights by dynamic
+quantisation), and on CUDA through the CUDA or TensorRT execution providers."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from zvperf.backends.onnx_export import INPUT_NAMES, OUTPUT_NAME, cache_dir, exported_step, exporter_missing
+from zvperf.backends.stepping import StepFunction, StepSolver, graph_inputs
+from zvperf.engine.models import ZipVoice
+from zvperf.errors import ZvperfError
+
+# The TensorRT execution provider's optimisation profile, as the official TensorRT export has it:
+# up to 3000 decoder frames (longer text is chunked by the pipeline) and up to 8 utterances (16 rows
+# with classifier-free guidance).
+PROFILE_FRAMES = (16, 1000, 3000)
+PROFILE_BATCH = (1, 1, 8)
+
+
+def _onnxruntime() -> Any:
+    import onnxruntime
+
+    return onnxruntime
+
+
+def quantized_step(model: ZipVoice, guided: bool) -> Path:
+    """The fp32 export with int8 weights (dynamic quantisation: activations quantised per call), cached."""
+    source = exported_step(model, guided)
+    target = source.with_name(source.stem + "-int8.onnx")
+    if not target.is_file():
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        partial = target.with_name(target.name + ".partial")
+        logging.disable(logging.WARNING)  # the quantiser logs a warning for every tensor it leaves in float
+        try:
+            # Only products with a weight matrix are quantised (MatMulConstBOnly): the attention scores and
+            # their weighting of values stay in float, where int8 would distort the softmax. Per-channel
+            # weight scales keep the small output channels of a layer from drowning in its large ones.
+            quantize_dynamic(
+                str(source),
+                str(partial),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                extra_options={"MatMulConstBOnly": True},
+            )
+        except Exception as exc:  # noqa: BLE001 - any quantiser failure becomes the backend's reason
+            partial.unlink(missing_ok=True)
+            raise ZvperfError(f"int8 quantisation of {source.name} failed ({type(exc).__name__}: {exc}).") from None
+        finally:
+            logging.disable(logging.NOTSET)
+        partial.replace(target)
+    return target
+
+
+def _trt_profile(model: ZipVoice, guided: bool) -> dict[str, str]:
+    """min/opt/max shapes for the TensorRT execution provider, per dynamic input."""
+    shapes: dict[str, list[str]] = {"min": [], "opt": [], "max": []}
+    for level, batch, frames in zip(("min", "opt", "max"), PROFILE_BATCH, PROFILE_FRAMES, strict=True):
+        rows = 2 * batch if guided else batch
+        shapes[level] += [
+            f"x:{batch}x{frames}x{model.feat_dim}",
+            f"constant:{rows}x{frames}x{model.config.fm_decoder_dim}",
+            f"padding_mask:{rows}x{frames}",
+        ]
+    return {f"trt_profile_{level}_shapes": ",".join(values) for level, values in shapes.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class OrtBackend:
+    name: str
+    provider: str  # the execution provider that must be present
+    precisions: tuple[str, ...]
+    devices: tuple[str, ...]
+
+    def unavailable(self, device: str, precision: str) -> str | None:
+        extra = "gpu" if device == "cuda" else "onnx"
+        if importlib.util.find_spec("onnxruntime") is None:
+            return f"onnxruntime is not installed (pip install zvperf[{extra}])"
+        if missing := exporter_missing(extra):
+            return missing
+        available = _onnxruntime().get_available_providers()
+        if self.provider not in available:
+            return f"onnxruntime has no {self.provider} here (available: {', '.join(available)})"
+        if self.provider == "TensorrtExecutionProvider" and importlib.util.find_spec("tensorrt") is None:
+            return "the TensorRT execution provider needs tensorrt (pip install zvperf[gpu])"
+        return None
+
+    def graph(self, model: ZipVoice, guided: bool, precision: str) -> Path:
+        """The export in the precision asked for (TensorRT 11 builds strongly typed: an fp16 engine needs an
+        fp16 graph), or the fp32 export with int8 weights."""
+        if precision == "int8":
+            return quantized_step(model, guided)
+        return exported_step(model, guided, torch.float16 if precision == "fp16" else torch.float32)
+
+    def providers(self, model: ZipVoice, guided: bool, precision: str) -> list[Any]:
+        if self.provider == "CPUExecutionProvider":
+            return ["CPUExecutionProvider"]
+        # ORT runs on torch's current stream, so its work is ordered with torch's without a wait.
+        stream = str(torch.cuda.current_stream().cuda_stream)
+        cuda = {"device_id": torch.cuda.current_device(), "user_compute_stream": stream}
+        if self.provider == "CUDAExecutionProvider":
+            return [("CUDAExecutionProvider", cuda)]
+        trt = {
+            "device_id": cuda["device_id"],
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache_dir() / "ort-trt"),
+            **_trt_profile(model, guided),
+        }
+        return [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", cuda)]
+
+    def prepare(self, model: ZipVoice, device: str, precision: str) -> StepSolver:
+        steps: dict[bool, StepFunction] = {}
+
+        def step_for(guided: bool) -> StepFunction:
+            if guided not in steps:
+                steps[guided] = self._step(model, guided, device, precision)
+            return steps[guided]
+
+        # Build the graph the model normally needs now, so that its cost stays out of timed calls.
+        step_for(not model.guidance_is_input)
+        return StepSolver(model, step_for)
+
+    def _step(self, model: ZipVoice, guided: bool, device: str, precision: str) -> StepFunction:
+        ort = _onnxruntime()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if device == "cpu":
+            options.intra_op_num_threads = torch.get_num_threads()
+        path = self.graph(model, guided, precision)
+        try:
+            session = ort.InferenceSession(str(path), options, providers=self.providers(model, guided, precision))
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own error types for a failed session
+            raise ZvperfError(f"{self.name}: ONNX Runtime could not load {path.name} ({exc}).") from None
+        return _cpu_step(session) if device == "cpu" else _cuda_step(session, ort)
+
+
+def _cpu_step(session: Any) -> StepFunction:
+    def step(x: Tensor, constant: Tensor, mask: Tensor | None, conditioning: Tensor, coefficients: Tensor) -> Tensor:
+        inputs = graph_inputs(x, constant, mask, conditioning, coefficients)
+        # CPU tensors share memory with numpy: no copies in or out.
+        feed = {name: t.contiguous().numpy() for name, t in zip(INPUT_NAMES, inputs, strict=True)}
+        return torch.from_numpy(session.run([OUTPUT_NAME], feed)[0])
+
+    return step
+
+
+_NUMPY = {torch.float32: np.float32, torch.float16: np.float16, torch.bool: np.bool_}
+_TORCH = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16, "tensor(bool)": torch.bool}
+
+
+def _cuda_step(session: Any, ort: Any) -> StepFunction:
+    device_id = torch.cuda.current_device()
+    run_options = ort.RunOptions()
+    # ORT runs on torch's stream (user_compute_stream); without this it would wait for the GPU after each step.
+    run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
+    # The graph's own input types (the fp32 coefficients of an fp16 graph, for one).
+    wanted = [_TORCH[arg.type] for arg in session.get_inputs()]
+    produced = _TORCH[session.get_outputs()[0].type]
+
+    def step(x: Tensor, constant: Tensor, mask: Tensor | None, conditioning: Tensor, coefficients: Tensor) -> Tensor:
+        binding = session.io_binding()
+        inputs = graph_inputs(x, constant, mask, conditioning, coefficients)
+        tensors = [t.to(dtype).contiguous() for t, dtype in zip(inputs, wanted, strict=True)]
+        for name, t in zip(INPUT_NAMES, tensors, strict=True):
+            binding.bind_input(name, "cuda", device_id, _NUMPY[t.dtype], tuple(t.shape), t.data_ptr())
+        out = torch.empty(tensors[0].shape, dtype=produced, device=tensors[0].device)
+        binding.bind_output(OUTPUT_NAME, "cuda", device_id, _NUMPY[out.dtype], tuple(out.shape), out.data_ptr())
+        session.run_with_iobinding(binding, run_options)
+        return out.to(x.dtype)
+
+    return step
+
+
+BACKENDS = [
+    OrtBackend("ort-cpu", "CPUExecutionProvider", ("fp32",), ("cpu",)),
+    OrtBackend("ort-int8", "CPUExecutionProvider", ("int8",), ("cpu",)),
+    OrtBackend("ort-cuda", "CUDAExecutionProvider", ("fp32", "fp16"), ("cuda",)),
+    OrtBackend("ort-trt", "TensorrtExecutionProvider", ("fp32", "fp16"), ("cuda",)),
+]
