@@ -1,10 +1,12 @@
 """The zvperf pytest plugin, registered through the ``pytest11`` entry point.
 
 It adds the ``--zv-*`` options, parametrizes the ``zv_run`` (model x steps x backend x precision
-[x length]) and ``zv_config`` (model x backend x precision) fixtures from the matrix, orders the
+[x length x batch]), ``zv_utterance`` (model x steps x backend x precision) and ``zv_config`` (model x
+backend x precision) fixtures from the matrix, orders the
 benchmarks so that each configuration is built once, and at the end of the session adds speed-ups
-and sanity flags to every result's extra_info, machine facts to pytest-benchmark's machine_info, and
-prints one summary table.
+and sanity flags to every result's extra_info, machine facts to pytest-benchmark's machine_info,
+runs the regression gate and baseline update when asked (``--zv-gate``, ``--zv-update-baseline``),
+and prints one summary table and the gate's report.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from zvperf.bench import sanity
+from zvperf.bench import gating, sanity
 from zvperf.bench.benchmarks import BenchSession
 from zvperf.bench.engines import EngineCache
 from zvperf.bench.machine import machine_summary
@@ -25,16 +27,20 @@ from zvperf.errors import ZvperfError
 
 _SESSION = pytest.StashKey[BenchSession]()
 _RESULTS = pytest.StashKey[list[Result]]()
+_GATE = pytest.StashKey[gating.GateRun]()
+_GATE_LINES = pytest.StashKey[list[str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
+    gating.add_options(parser)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     try:
         options = BenchOptions.from_config(config)
+        config.stash[_GATE] = gating.GateRun.from_config(config, options.device)
     except ZvperfError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[_SESSION] = BenchSession(options, EngineCache(options))
@@ -51,6 +57,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     matrix = _session(metafunc.config).options.matrix
     if "zv_run" in metafunc.fixturenames:
         metafunc.parametrize("zv_run", matrix.combos, ids=[c.id for c in matrix.combos], indirect=True)
+    if "zv_utterance" in metafunc.fixturenames:
+        metafunc.parametrize("zv_utterance", matrix.utterances, ids=[c.id for c in matrix.utterances], indirect=True)
     if "zv_config" in metafunc.fixturenames:
         metafunc.parametrize("zv_config", matrix.configs, ids=[c.id for c in matrix.configs], indirect=True)
 
@@ -68,6 +76,12 @@ def zv_run(request: pytest.FixtureRequest) -> Combo:
 
 
 @pytest.fixture
+def zv_utterance(request: pytest.FixtureRequest) -> Combo:
+    """One end-to-end configuration: model, step count, backend, precision (one utterance, the text's length)."""
+    return request.param
+
+
+@pytest.fixture
 def zv_config(request: pytest.FixtureRequest) -> Config:
     """One built configuration: model, backend, precision."""
     return request.param
@@ -77,17 +91,27 @@ def _config_of(item: pytest.Item) -> Config | None:
     params = getattr(item, "callspec", None)
     if params is None:
         return None
-    value = params.params.get("zv_run") or params.params.get("zv_config")
+    names = ("zv_run", "zv_utterance", "zv_config")
+    value = next((params.params[name] for name in names if name in params.params), None)
     if isinstance(value, Combo):
         return value.config
     return value if isinstance(value, Config) else None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group benchmarks by configuration (each is then built once), in matrix order, keeping other tests in place."""
-    order = {c: i for i, c in enumerate(_session(config).options.matrix.configs)}
-    positions = [i for i, item in enumerate(items) if _config_of(item) in order]
-    grouped = sorted((items[i] for i in positions), key=lambda item: order[_config_of(item)])  # type: ignore[index]
+    """Group benchmarks by configuration (each is then built once), in matrix order, keeping other tests in
+    place; with --zv-shard I/N keep only the configurations of this shard."""
+    options = _session(config).options
+    order = {c: i for i, c in enumerate(options.matrix.configs)}
+    position_of = {id(item): order.get(_config_of(item), -1) for item in items}  # type: ignore[arg-type]
+    index, count = options.shard
+    if count > 1:
+        other = [item for item in items if position_of[id(item)] >= 0 and position_of[id(item)] % count != index]
+        if other:
+            config.hook.pytest_deselected(items=other)
+            items[:] = [item for item in items if item not in other]
+    positions = [i for i, item in enumerate(items) if position_of[id(item)] >= 0]
+    grouped = sorted((items[i] for i in positions), key=lambda item: position_of[id(item)])
     for position, item in zip(positions, grouped, strict=True):
         items[position] = item
 
@@ -95,15 +119,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session) -> Any:
     """Before pytest-benchmark writes its JSON (in its own wrapper, after this one's first half): speed-ups
-    and sanity flags into every result's extra_info."""
-    bench = session.config.stash.get(_SESSION, None)
+    and sanity flags into every result's extra_info; then the gate and the baseline update, which see those
+    flags and, on a failing gate, turn the session's exit status into a failure."""
+    config = session.config
+    bench = config.stash.get(_SESSION, None)
     if bench is not None and bench.benchmarks:
         bench.cache.release()
         results = [Result.from_entry(b.stats.as_dict(include_data=True)) for b in bench.benchmarks if b.stats]
         add_speedups(results)
         sanity.check(results)
-        session.config.stash[_RESULTS] = results
+        config.stash[_RESULTS] = results
+    gate = config.stash.get(_GATE, None)
+    if gate is not None and gate.active:
+        _run_gate(session, gate)
     yield
+
+
+def _run_gate(session: pytest.Session, gate: gating.GateRun) -> None:
+    config = session.config
+    results = config.stash.get(_RESULTS, [])
+    if not results:
+        config.stash[_GATE_LINES] = ["zvperf gate: no benchmark results to compare or store (--benchmark-only?)"]
+        return
+    lines, failed = gate.finish(gating.session_results(config, results, _session(config).options.device))
+    config.stash[_GATE_LINES] = lines
+    if failed and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
@@ -127,13 +168,17 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     results = config.stash.get(_RESULTS, [])
-    if not results:
-        return
-    options = _session(config).options
-    weights = sorted({r.extra["weights"] for r in results})
-    header = f"zvperf summary ({options.matrix_name} matrix, {options.device}, weights: {', '.join(weights)})"
-    if "synthetic" in weights:
-        header += " - synthetic weights: timings are real, audio is noise"
-    terminalreporter.write_sep("=", "zvperf")
-    for line in summary_lines(results, header):
-        terminalreporter.write_line(line)
+    if results:
+        options = _session(config).options
+        weights = sorted({r.extra["weights"] for r in results})
+        header = f"zvperf summary ({options.matrix_name} matrix, {options.device}, weights: {', '.join(weights)})"
+        if "synthetic" in weights:
+            header += " - synthetic weights: timings are real, audio is noise"
+        terminalreporter.write_sep("=", "zvperf")
+        for line in summary_lines(results, header):
+            terminalreporter.write_line(line)
+    gate_lines = config.stash.get(_GATE_LINES, [])
+    if gate_lines:
+        terminalreporter.write_sep("=", "zvperf gate")
+        for line in gate_lines:
+            terminalreporter.write_line(line, red=line.startswith(("FAIL", "gate FAILED", "zvperf gate: error")))

@@ -63,12 +63,13 @@ def component_rows(results: list[Result]) -> list[dict[str, str]]:
     ]
 
 
-def format_table(table: list[dict[str, str]]) -> list[str]:
+def format_table(table: list[dict[str, str]], left: tuple[str, ...] = ("configuration", "flags")) -> list[str]:
+    """Aligned text columns: the ``left`` ones left-aligned, numbers right-aligned."""
     if not table:
         return []
     columns = list(table[0])
     widths = {c: max(len(c), *(len(row[c]) for row in table)) for c in columns}
-    align = {c: str.ljust if c in ("configuration", "flags") else str.rjust for c in columns}
+    align = {c: str.ljust if c in left else str.rjust for c in columns}
     lines = ["  ".join(align[c](c, widths[c]) for c in columns)]
     lines.append("  ".join("-" * widths[c] for c in columns))
     lines += ["  ".join(align[c](row[c], widths[c]) for c in columns) for row in table]

@@ -8,10 +8,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from zvperf.cli import conform, synth
+from zvperf.cli import baseline, bench, calibrate, compare, conform, report, synth
 from zvperf.errors import ZvperfError
 
-COMMANDS = (conform, synth)
+COMMANDS = (baseline, bench, calibrate, compare, conform, report, synth)
 
 
 def build_parser() -> argparse.ArgumentParser:

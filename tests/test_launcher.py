@@ -1,0 +1,63 @@
+"""The multi-GPU launcher on the CPU with fake devices: two processes, one merged JSON with both shards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import tiny_weights, write_official_dir
+from zvperf.bench.launcher import merge, parse_gpus
+from zvperf.cli import main
+from zvperf.errors import ZvperfError
+
+BENCHMARKS = Path(__file__).parent / "test_benchmarks.py"
+
+
+def test_two_shards_run_as_two_processes_and_merge(tmp_path, monkeypatch, capsys):
+    weights = tmp_path / "weights"
+    for model in ("zipvoice", "zipvoice_distill"):
+        write_official_dir(tiny_weights(model), weights / model)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "merged.json"
+    code = main(
+        ["bench", "--gpus", "0,1", "--output", str(out), "--", str(BENCHMARKS), "-p", "no:cacheprovider",
+         "--zv-device=cpu", f"--zv-weights={weights}", "--zv-steps=1", "-k", "solver", "--zv-rounds=2", "--zv-warmup=0"]
+    )  # fmt: skip
+    assert code == 0
+    assert "2 benchmarks from 2 shard(s) on GPUs 0,1" in capsys.readouterr().out
+    merged = json.loads(out.read_text())
+    shards = {b["param"]: b["extra_info"]["shard"] for b in merged["benchmarks"]}
+    # The matrix's two configurations, one per process, each pinned to its own (fake) device.
+    assert shards == {
+        "zipvoice-1step-torch-fp32": {"index": 0, "cuda_visible_devices": "0"},
+        "zipvoice_distill-1step-torch-fp32": {"index": 1, "cuda_visible_devices": "1"},
+    }
+    assert merged["machine_info"]["zvperf"]["shards"] == ["0", "1"]
+
+
+def test_gpu_lists():
+    assert parse_gpus("0,2") == ["0", "2"]
+    assert parse_gpus("all", count=3) == ["0", "1", "2"]
+    with pytest.raises(ZvperfError, match="no GPU is visible"):
+        parse_gpus("all", count=0)
+    with pytest.raises(ZvperfError, match="expected 'all' or distinct GPU indices"):
+        parse_gpus("0,0")
+
+
+def test_shards_of_different_gpus_are_not_merged(tmp_path):
+    paths = []
+    for index, key in enumerate(["nvidia-h100", "nvidia-l20"]):
+        path = tmp_path / f"{index}.json"
+        path.write_text(json.dumps({"machine_info": {"zvperf": {"hardware_key": key}}, "benchmarks": []}))
+        paths.append(path)
+    with pytest.raises(ZvperfError, match=r"different kinds \(nvidia-h100, nvidia-l20\)"):
+        merge(paths)
+
+
+def test_a_bad_shard_option_is_a_usage_error(pytester):
+    pytester.makepyfile(test_benchmarks=BENCHMARKS.read_text())
+    result = pytester.runpytest("--collect-only", "--zv-shard=2/2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--zv-shard '2/2': expected I/N with 0 <= I < N*"])

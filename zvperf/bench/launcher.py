@@ -1,0 +1,107 @@
+"""Several GPUs, one benchmark process each: the matrix split into shards, each process pinned to its GPU
+with CUDA_VISIBLE_DEVICES, their JSON merged into one file.
+
+pytest-benchmark refuses to time under pytest-xdist (parallel workers would disturb each other's
+timings on one device), so this launcher runs independent pytest processes instead: each owns a whole
+GPU, and each shard holds whole configurations, so no model is built twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from zvperf.errors import ZvperfError
+
+
+def parse_gpus(spec: str, count: int | None = None) -> list[str]:
+    """``all`` (every visible GPU) or a comma list of indices: the CUDA_VISIBLE_DEVICES value of each shard."""
+    if spec == "all":
+        total = visible_gpu_count() if count is None else count
+        if total == 0:
+            raise ZvperfError("--gpus all: no GPU is visible on this machine (give indices to run shards anyway).")
+        return [str(i) for i in range(total)]
+    gpus = [part.strip() for part in spec.split(",") if part.strip()]
+    if not gpus or not all(g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
+        raise ZvperfError(f"--gpus {spec!r}: expected 'all' or distinct GPU indices such as 0,1.")
+    return gpus
+
+
+def visible_gpu_count() -> int:
+    """GPUs through NVML, which does not initialise CUDA in this (launching) process; else torch's count."""
+    from zvperf.bench.telemetry import load_nvml
+
+    nvml, _ = load_nvml()
+    if nvml is not None:
+        return int(nvml.nvmlDeviceGetCount())
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def run_shards(gpus: Sequence[str], pytest_args: Sequence[str], workdir: Path) -> list[Path]:
+    """Start one ``pytest --benchmark-only`` per GPU at once, wait for all, and return their JSON files."""
+    processes = []
+    for index, gpu in enumerate(gpus):
+        out = workdir / f"shard-{index}-gpu{gpu}.json"
+        command = [
+            sys.executable, "-m", "pytest", "--benchmark-only", f"--benchmark-json={out}",
+            f"--zv-shard={index}/{len(gpus)}", *pytest_args,
+        ]  # fmt: skip
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
+        log = (workdir / f"shard-{index}.log").open("w")
+        processes.append((gpu, out, log, subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)))
+    failed = []
+    for gpu, _, log, process in processes:
+        # pytest exits 1 when a benchmark failed (a backend that disagrees); the JSON still holds the rest.
+        if process.wait() not in (0, 1):
+            failed.append(f"GPU {gpu} (exit {process.returncode}, log {log.name})")
+        log.close()
+    if failed:
+        raise ZvperfError(f"benchmark shard(s) failed on {', '.join(failed)}.")
+    return [out for _, out, _, _ in processes]
+
+
+def merge(paths: Sequence[Path]) -> dict[str, Any]:
+    """One pytest-benchmark JSON from shards measured on the same kind of GPU (one hardware key)."""
+    shards = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths if Path(p).is_file()]
+    if not shards:
+        raise ZvperfError("no shard wrote results (was every benchmark skipped or deselected?).")
+    keys = sorted({s["machine_info"].get("zvperf", {}).get("hardware_key", "unknown") for s in shards})
+    if len(keys) > 1:
+        raise ZvperfError(
+            f"the GPUs are of different kinds ({', '.join(keys)}): run --gpus once per kind, "
+            "so that each result file has one hardware key."
+        )
+    merged = dict(shards[0])
+    merged["benchmarks"] = []
+    for index, shard in enumerate(shards):
+        zvperf = shard["machine_info"].get("zvperf", {})
+        for bench in shard["benchmarks"]:
+            bench.setdefault("extra_info", {})["shard"] = {
+                "index": index,
+                "cuda_visible_devices": zvperf.get("cuda_visible_devices"),
+            }
+            merged["benchmarks"].append(bench)
+    merged["machine_info"] = dict(shards[0]["machine_info"])
+    merged["machine_info"]["zvperf"] = {
+        **shards[0]["machine_info"].get("zvperf", {}),
+        "shards": [s["machine_info"].get("zvperf", {}).get("cuda_visible_devices") for s in shards],
+    }
+    return merged
+
+
+def launch(gpus: Sequence[str], pytest_args: Sequence[str], output: Path) -> dict[str, Any]:
+    """Run the shards and write the merged JSON to ``output`` (through a temporary file and a rename)."""
+    with tempfile.TemporaryDirectory(prefix="zvperf-shards-") as workdir:
+        merged = merge(run_shards(gpus, pytest_args, Path(workdir)))
+    partial = output.with_name(output.name + ".partial")
+    partial.write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
+    partial.replace(output)
+    return merged
