@@ -255,7 +255,8 @@ def test_the_gate_fails_an_injected_slowdown_when_runs_without_one_pass(suite, p
             assert injected.ret == pytest.ExitCode.TESTS_FAILED
             injected.stdout.fnmatch_lines(
                 [
-                    f"zvperf gate on cpu-* against *.json - fails when a median is over 15% slower * (settings from {config})",
+                    "zvperf gate on cpu-* against *.json - fails when a median is over 15% slower * "
+                    f"(settings from {config})",
                     "*warning: measured with an injected slowdown of 25%*",
                     "gate FAILED: 1 slower*",
                 ]

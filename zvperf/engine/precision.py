@@ -24,10 +24,11 @@ TOLERANCES: dict[str, dict[str, float]] = {
     "fp16": {"text_condition": 1e-2, "fm_velocity": 1e-2, "x1": 2e-2},
     "bf16": {"text_condition": 5e-2, "fm_velocity": 5e-2, "x1": 1e-1},
     # int8 quantises the decoder's weight products inside the solve (the torch parts stay fp32). Its error
-    # is real and compounds over the steps: 0.16-0.22 measured on the conformance cases, whose random
-    # weights quantise worse than smooth ones. The bound catches a broken kernel (errors near 1), not
-    # lost quality: listen before shipping int8.
-    "int8": {"text_condition": 1e-4, "fm_velocity": 1e-4, "x1": 2.5e-1},
+    # is real and compounds over the steps: 0.16-0.22 measured on the conformance cases and 0.25 on the
+    # full-size model with seeded weights (4 steps, 843 frames); keeping the attention's projections in
+    # float did not lower it. The bound catches a broken kernel (errors near 1), not lost quality:
+    # listen before shipping int8.
+    "int8": {"text_condition": 1e-4, "fm_velocity": 1e-4, "x1": 3.5e-1},
 }
 
 

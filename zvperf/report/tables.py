@@ -383,7 +383,9 @@ def balance_pick(rows: list[Row]) -> Row | None:
 
 
 def recommendations(section: Section) -> dict[str, Any]:
-    rows = section.rows
+    """Picks among the configurations timed end to end, when there are any: a solver-only row (a fixed length,
+    a batch) times one part of synthesis and is not a setting to recommend by itself."""
+    rows = [row for row in section.rows if row.e2e] or section.rows
     models = list(dict.fromkeys(row.model for row in rows))
     return {
         "quality": _pick(quality_pick(rows)),
@@ -391,7 +393,7 @@ def recommendations(section: Section) -> dict[str, Any]:
         "speed": _pick(_fastest(rows)),
         "fastest_per_model": [_pick(_fastest([row for row in rows if row.model == model])) for model in models],
         "fastest_realtime": _pick(_fastest([row for row in rows if row.rtf < 1])),
-        "reproduce": [{"configuration": row.config_id, "command": bench_command(row)} for row in rows],
+        "reproduce": [{"configuration": row.config_id, "command": bench_command(row)} for row in section.rows],
     }
 
 
