@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import multiprocessing.synchronize
-import statistics
 from pathlib import Path
 from typing import Any
+
+from pytest_benchmark.stats import Stats
 
 from zvperf.bench import baselines
 from zvperf.bench.results import EXTRA_INFO_KEYS, ResultsFile, load_results
@@ -15,18 +16,21 @@ KEY = "cpu-test-2c"
 
 
 def spread_rounds(median: float, n: int = 7, spread: float = 0.04) -> list[float]:
-    """``n`` round times evenly spread over ``median`` +- spread/2 (for n=7 the IQR is 2/3 of the spread)."""
+    """``n`` round times evenly spread over ``median`` +- spread/2 (for n=7 pytest-benchmark's IQR is 4/7 of the
+    spread)."""
     return [median * (1 + spread * (i / (n - 1) - 0.5)) for i in range(n)]
 
 
 def bench(param: str, data: list[float], kind: str = "solver", **extra: Any) -> dict[str, Any]:
     """One pytest-benchmark entry with zvperf's extra_info; ``extra`` overrides extra_info keys."""
-    q1, _, q3 = statistics.quantiles(data, n=4) if len(data) > 1 else (data[0],) * 3
+    stats = Stats()  # the numbers pytest-benchmark itself would write for these rounds
+    for duration in data:
+        stats.update(duration)
     info: dict[str, Any] = {key: None for key in EXTRA_INFO_KEYS}
     info.update(kind=kind, weights="official", telemetry={"gpu": {"available": False}}, flags=[])
     info.update(extra)
-    stats = {"median": statistics.median(data), "iqr": q3 - q1, "rounds": len(data), "data": data}
-    return {"name": f"test_{kind}[{param}]", "param": param, "extra_info": info, "stats": stats}
+    numbers = {"median": stats.median, "iqr": stats.iqr, "rounds": stats.rounds, "data": data}
+    return {"name": f"test_{kind}[{param}]", "param": param, "extra_info": info, "stats": numbers}
 
 
 def write_results(

@@ -118,10 +118,41 @@ def test_show_lists_the_entries(tmp_path: Path, capsys):
     assert main(["baseline", "show", "--hardware-key", KEY, "--baselines-dir", str(directory)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"{directory / KEY}.json: {KEY} (cpu Test CPU, cpu_cores 2), entries: 1"
-    assert out[1].split() == ["benchmark", "median", "IQR", "rounds", "date", "commit", "weights", "previous"]
-    assert out[3].split() == [*ID.split(), "3.02", "s", "2.7%", "7", "2026-01-02T03:04:05", "abc123", "official", "-"]
+    assert out[1].split() == ["benchmark", "median", "IQR", "rounds", "runs", "date", "commit", "weights", "previous"]
+    assert out[3].split() == [
+        *ID.split(), "3.02", "s", "2.3%", "7", "1", "2026-01-02T03:04:05", "abc123", "official", "-"
+    ]  # fmt: skip
     assert main(["baseline", "show", "--hardware-key", "cpu-other-4c", "--baselines-dir", str(directory)]) == 2
     assert "there is no baseline file" in capsys.readouterr().err
+
+
+def test_several_runs_pool_their_rounds_into_one_entry(tmp_path: Path, capsys):
+    directory = tmp_path / "bl"
+    fast, slow = tmp_path / "fast.json", tmp_path / "slow.json"
+    write_results(fast, [bench("x", [1.0, 1.1, 1.2]), bench("only-fast", [5.0, 5.0, 5.0])])
+    write_results(slow, [bench("x", [1.3, 1.4, 1.5, 1.6])])
+    assert main(["baseline", "update", str(fast), str(slow), "--baselines-dir", str(directory)]) == 0
+    assert "2 added" in capsys.readouterr().out
+    stored = baselines.read(directory / f"{KEY}.json")
+    assert stored is not None
+    pooled, single = stored.entries["x solver"], stored.entries["only-fast solver"]
+    assert pooled.runs == 2 and pooled.rounds == 7 and pooled.median == pytest.approx(1.3)
+    assert pooled.data == pytest.approx([1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6])
+    assert single.runs == 1 and single.rounds == 3
+
+
+@pytest.mark.parametrize(
+    ("other", "differs"),
+    [({"commit": "def456"}, "commit"), ({"key": "cpu-other-4c"}, "hardware key"), ({"torch": "2.10.0"}, "software")],
+)
+def test_runs_of_different_commits_machines_or_software_do_not_pool(tmp_path: Path, capsys, other, differs):
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    write_results(first, [bench("x", [1.0, 1.1, 1.2])])
+    write_results(second, [bench("x", [1.0, 1.1, 1.2])], **other)
+    assert main(["baseline", "update", str(first), str(second), "--baselines-dir", str(tmp_path / "bl")]) == 2
+    err = capsys.readouterr().err
+    assert f"{second} and {first} differ in {differs}" in err and "nothing was written" in err
+    assert not (tmp_path / "bl").exists()
 
 
 def test_two_processes_updating_at_once_lose_no_entry(tmp_path: Path):

@@ -80,9 +80,9 @@ def test_too_few_rounds_is_inconclusive_not_a_pass(tmp_path: Path):
 def test_noisy_or_throttled_results_and_noisy_baselines_are_inconclusive(tmp_path: Path):
     quiet, noisy = spread_rounds(0.1), spread_rounds(0.1, spread=0.5)
     (verdict,) = judge(tmp_path / "a", [t * 1.5 for t in noisy], quiet).verdicts
-    assert verdict.status == gate.INCONCLUSIVE and verdict.reason.startswith("noisy: IQR is 33% of the median")
+    assert verdict.status == gate.INCONCLUSIVE and verdict.reason.startswith("noisy: IQR is 29% of the median")
     (verdict,) = judge(tmp_path / "b", quiet, noisy).verdicts
-    assert verdict.status == gate.INCONCLUSIVE and verdict.reason.startswith("noisy baseline: IQR is 33%")
+    assert verdict.status == gate.INCONCLUSIVE and verdict.reason.startswith("noisy baseline: IQR is 29%")
     throttled = {"gpu": {"throttled": True, "clock_event_reasons": ["hw_thermal_slowdown"]}}
     (verdict,) = judge(tmp_path / "c", [t * 1.5 for t in quiet], quiet, telemetry=throttled).verdicts
     assert verdict.status == gate.INCONCLUSIVE and verdict.reason == "the GPU throttled during the run"
@@ -305,14 +305,17 @@ def test_a_broken_baseline_stops_a_gated_run_before_timing(suite, pytester: pyte
 def test_calibrate_prints_false_alarm_and_detection_rates(tiny_dir: Path, pytester: pytest.Pytester, capsys):
     pytester.makepyfile(test_benchmarks=BENCHMARKS)  # pytester runs in its own directory: the suite is found there
     suite_args = ["test_benchmarks.py", "--zv-device=cpu", f"--zv-weights={tiny_dir}", "--zv-rounds=5", *SUITE_ARGS]
-    assert main(["calibrate", "--runs=1", "--slowdowns=1", "--", *suite_args]) == 0
+    assert main(["calibrate", "--runs=1", "--baseline-runs=2", "--slowdowns=1", "--", *suite_args]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("zvperf calibrate: 1 repetitions of `pytest test_benchmarks.py")
+    assert "baselines pooled from 2 run(s)" in out[0]
     assert re.match(r"run 1/1, injected 0%: zipvoice_distill-1step-torch-fp32-1000f solver \w+", out[1])
     assert out[3].split() == ["injected", "judged", "fail", "inconclusive", "pass", "improved", "rate"]
     assert re.match(r" +0% +1 +[01] +[01] +[01] +[01] +false alarms (0|100)% \([01]/1\)$", out[5])
     assert re.match(r" +100% +1 +[01] +[01] +[01] +[01] +detected (0|100)% \([01]/1\)$", out[6])
     assert main(["calibrate", "--runs=0"]) == 2
     assert "--runs must be at least 1" in capsys.readouterr().err
+    assert main(["calibrate", "--baseline-runs=0"]) == 2
+    assert "--baseline-runs must be at least 1" in capsys.readouterr().err
     assert main(["calibrate", "--slowdowns=0.1,x"]) == 2
     assert "--slowdowns: cannot read '0.1,x'" in capsys.readouterr().err

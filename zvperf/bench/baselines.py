@@ -4,7 +4,11 @@ A file is ``{"hardware_key": ..., "machine": {...}, "benchmarks": {id: entry}}``
 two-space indentation, so a baseline change reads as a small diff. Each entry keeps the median, IQR,
 round count and (at most ``MAX_STORED_ROUNDS``) raw round times the gate tests against, the software
 versions, weights, commit and date of the run, and the entry it replaced (``previous``, one level
-deep) so that ``zvperf baseline revert`` can undo a bad update.
+deep) so that ``zvperf baseline revert`` can undo a bad update. An entry may pool the rounds of
+several runs (separate processes) of one commit: on a machine whose speed drifts from one process to
+the next, a baseline from one process can sit at either end of that drift and make every later run
+look slower or faster; pooled rounds carry the drift into the baseline, where the significance test
+sees it.
 
 Updates hold a lock on ``<file>.lock``, re-read the file under it, and replace it atomically (a
 temporary file in the same folder, then ``os.replace``): two concurrent updates both land, and a
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import filelock
+from pytest_benchmark.stats import Stats
 
 from zvperf.bench.results import Result, ResultsFile
 from zvperf.errors import ZvperfError
@@ -68,7 +73,8 @@ class Entry:
     weights: str
     commit: str
     date: str
-    flags: list[str] = dataclasses.field(default_factory=list)  # the run's sanity flags (noisy, throttled)
+    flags: list[str] = dataclasses.field(default_factory=list)  # the runs' sanity flags (noisy, throttled)
+    runs: int = 1  # how many runs (processes) the rounds were pooled from
     previous: Entry | None = None
 
     @property
@@ -76,20 +82,28 @@ class Entry:
         return self.iqr / self.median if self.median else float("inf")
 
     @classmethod
-    def from_result(cls, result: Result, results: ResultsFile) -> Entry:
+    def pooled(cls, measured: list[tuple[Result, ResultsFile]]) -> Entry:
+        """One entry from the same benchmark's result in one or more runs of one commit and software."""
+        result, results = measured[0]
+        # pytest-benchmark's own statistics over the pooled rounds (for one run, the numbers in its JSON).
+        stats = Stats()
+        for each, _ in measured:
+            for duration in each.data:
+                stats.update(duration)
         commit = str(results.commit_info.get("id", "unknown"))
         if results.commit_info.get("dirty"):
             commit += "+dirty"
         return cls(
-            median=round(result.median, 9),
-            iqr=round(result.iqr, 9),
-            rounds=int(result.stats.get("rounds", len(result.data))),
-            data=_bounded(result.data),
+            median=round(stats.median, 9),
+            iqr=round(stats.iqr, 9),
+            rounds=stats.rounds,
+            data=_bounded(stats.data),
             versions=run_versions(results),
             weights=str(result.extra.get("weights", "unknown")),
             commit=commit,
-            date=results.datetime,
-            flags=list(result.flags),
+            date=max(run.datetime for _, run in measured),
+            flags=sorted({flag for each, _ in measured for flag in each.flags}),
+            runs=len(measured),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -124,6 +138,7 @@ class Entry:
             commit=str(value.get("commit", "unknown")),
             date=str(value.get("date", "")),
             flags=list(value.get("flags") or []),
+            runs=int(value.get("runs", 1)),
             previous=cls.from_json(previous) if previous is not None else None,
         )
 
@@ -234,23 +249,51 @@ class UpdateSummary:
         return lines
 
 
-def update(directory: Path, results: ResultsFile) -> UpdateSummary:
-    """Merge every result into the baseline file of the results' hardware key (only that file is touched)."""
-    if "hardware_key" not in results.zvperf_machine:
-        raise ZvperfError(f"{results.path}: machine_info.zvperf has no hardware_key to file the baseline under.")
-    path = baseline_path(directory, results.hardware_key)
+def _same_stack(runs: tuple[ResultsFile, ...]) -> None:
+    """Runs pooled into one entry must be one hardware key, commit, software stack and weights."""
+    first = runs[0]
+
+    def facts(run: ResultsFile) -> dict[str, Any]:
+        weights = sorted({str(r.extra.get("weights")) for r in run.results})
+        return {
+            "hardware key": run.hardware_key,
+            "commit": run.commit_info.get("id"),
+            "software": run_versions(run),
+            "weights": weights,
+        }
+
+    expected = facts(first)
+    for run in runs[1:]:
+        for what, value in facts(run).items():
+            if value != expected[what]:
+                raise ZvperfError(
+                    f"{run.path} and {first.path} differ in {what} ({value} vs {expected[what]}): only runs of "
+                    "one hardware key, commit, software and weights pool into one baseline; nothing was written."
+                )
+
+
+def update(directory: Path, *runs: ResultsFile) -> UpdateSummary:
+    """Merge the results of one or more runs into the baseline file of their hardware key (only that file is
+    touched). Several runs of the same benchmark pool their rounds into one entry."""
+    for run in runs:
+        if "hardware_key" not in run.zvperf_machine:
+            raise ZvperfError(f"{run.path}: machine_info.zvperf has no hardware_key to file the baseline under.")
+    _same_stack(runs)
+    path = baseline_path(directory, runs[0].hardware_key)
     summary = UpdateSummary(path, [], [], {}, {})
-    new: dict[str, Entry] = {}
-    for result in results.results:
-        if result.extra.get("injected_slowdown"):
-            summary.skipped[result.id] = "measured with an injected slowdown (--zv-inject-slowdown)"
-        elif not result.data:
-            summary.skipped[result.id] = "no raw round times in the results"
-        else:
-            new[result.id] = Entry.from_result(result, results)
+    measured: dict[str, list[tuple[Result, ResultsFile]]] = {}
+    for run in runs:
+        for result in run.results:
+            if result.extra.get("injected_slowdown"):
+                summary.skipped[result.id] = "measured with an injected slowdown (--zv-inject-slowdown)"
+            elif not result.data:
+                summary.skipped[result.id] = "no raw round times in the results"
+            else:
+                measured.setdefault(result.id, []).append((result, run))
+    new = {name: Entry.pooled(pairs) for name, pairs in measured.items() if name not in summary.skipped}
     with _locked(path):
-        current = read(path) or BaselineFile(path, results.hardware_key, {}, {})
-        current.machine = _machine(results)
+        current = read(path) or BaselineFile(path, runs[0].hardware_key, {}, {})
+        current.machine = _machine(runs[0])
         for name, entry in new.items():
             old = current.entries.get(name)
             if old is not None:

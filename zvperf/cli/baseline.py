@@ -15,8 +15,12 @@ from zvperf.errors import ZvperfError
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("baseline", help="update, show or revert the per-hardware baselines the gate compares with")
     actions = p.add_subparsers(dest="action", required=True)
-    update = actions.add_parser("update", help="merge a --benchmark-json file into the baseline of its hardware")
-    update.add_argument("results", type=Path, help="a pytest-benchmark JSON written by a zvperf run")
+    update = actions.add_parser(
+        "update", help="merge --benchmark-json files into the baseline of their hardware (several runs: rounds pooled)"
+    )
+    update.add_argument(
+        "results", type=Path, nargs="+", help="pytest-benchmark JSON written by zvperf runs of one commit and machine"
+    )
     show = actions.add_parser("show", help="list the entries of one hardware key's baseline")
     revert = actions.add_parser("revert", help="put an entry's previous value back (revert again to undo)")
     revert.add_argument("id", help="the benchmark id, e.g. 'zipvoice_distill-4step-torch-fp32 solver'")
@@ -55,6 +59,7 @@ def _show(args: argparse.Namespace) -> None:
             "median": seconds(entry.median),
             "IQR": f"{entry.spread:.1%}",
             "rounds": str(entry.rounds),
+            "runs": str(entry.runs),
             "date": entry.date[:19],
             "commit": entry.commit[:12] + ("+dirty" if entry.commit.endswith("+dirty") else ""),
             "weights": entry.weights,
@@ -68,7 +73,7 @@ def _show(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "update":
-        summary = baselines.update(args.baselines_dir, load_results(args.results))
+        summary = baselines.update(args.baselines_dir, *(load_results(path) for path in args.results))
         print("\n".join(summary.lines()))
     elif args.action == "show":
         _show(args)

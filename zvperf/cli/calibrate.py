@@ -1,11 +1,11 @@
 """``zvperf calibrate``: how far the gate can be trusted on this machine, measured.
 
-Each repetition makes a fresh baseline run, then one run without change and one per injected
-slowdown (``--zv-inject-slowdown``: every timed call is delayed by that fraction of its own
-duration), and judges each with the gate. A failure without injection is a false alarm; a failure
-with one is a detection. The runs of a repetition go in a shuffled order (seeded: reproducible), so a
-slow spell on the machine, or a run after an idle one starting with more CPU boost, hits every size
-alike.
+Each repetition makes a fresh baseline (from ``--baseline-runs`` runs, their rounds pooled), then
+one run without change and one per injected slowdown (``--zv-inject-slowdown``: every timed call is
+delayed by that fraction of its own duration), and judges each with the gate. A failure without
+injection is a false alarm; a failure with one is a detection. The runs of a repetition go in a
+shuffled order (seeded: reproducible), so a slow spell on the machine, or a run after an idle one
+starting with more CPU boost, hits every size alike.
 """
 
 from __future__ import annotations
@@ -37,6 +37,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--runs", type=int, default=5, help="repetitions (each: a baseline run and one run per size)")
+    p.add_argument(
+        "--baseline-runs",
+        type=int,
+        default=1,
+        help="runs pooled into each repetition's baseline, as `zvperf baseline update A.json B.json ...` does",
+    )
     p.add_argument("--slowdowns", default="0.1,0.25,0.5", help="injected slowdowns to detect, comma list of fractions")
     p.add_argument("--baselines-dir", type=Path, default=baselines.DEFAULT_DIR, help="where gate.toml is looked for")
     p.add_argument("--config", type=Path, help="gate settings (default: BASELINES_DIR/gate.toml when present)")
@@ -75,7 +81,12 @@ def _benchmark_run(out: Path, pytest_args: list[str], slowdown: float) -> Result
 
 
 def calibrate(
-    runs: int, sizes: list[float], pytest_args: list[str], config: GateConfig, keep: Path | None = None
+    runs: int,
+    sizes: list[float],
+    pytest_args: list[str],
+    config: GateConfig,
+    keep: Path | None = None,
+    baseline_runs: int = 1,
 ) -> dict[float, Counter]:
     """Verdict counts per injected slowdown (0 included), over ``runs`` repetitions."""
     tallies: dict[float, Counter] = {size: Counter() for size in [0.0, *sizes]}
@@ -84,14 +95,15 @@ def calibrate(
         work.mkdir(parents=True, exist_ok=True)
         order = random.Random(0)
         for repetition in range(1, runs + 1):
-            sequence: list[float | None] = [None, *tallies]  # None: the baseline run
+            # A negative number: the baseline run of that index.
+            sequence: list[float] = [*(-index for index in range(1, baseline_runs + 1)), *tallies]
             order.shuffle(sequence)
-            measured: dict[float | None, ResultsFile] = {}
+            measured: dict[float, ResultsFile] = {}
             for size in sequence:
-                name = "baseline" if size is None else f"injected-{size:g}"
-                measured[size] = _benchmark_run(work / f"{repetition}-{name}.json", pytest_args, size or 0.0)
+                name = f"baseline-{-size:g}" if size < 0 else f"injected-{size:g}"
+                measured[size] = _benchmark_run(work / f"{repetition}-{name}.json", pytest_args, max(size, 0.0))
             directory = work / f"baselines-{repetition}"
-            baselines.update(directory, measured[None])
+            baselines.update(directory, *(run for size, run in measured.items() if size < 0))
             for size in tallies:
                 report = gate.compare(measured[size], directory, config)
                 tallies[size].update(v.status for v in report.verdicts)
@@ -105,18 +117,20 @@ def calibrate(
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.runs < 1:
-        raise ZvperfError(f"--runs must be at least 1, got {args.runs}.")
+    for option, value in (("--runs", args.runs), ("--baseline-runs", args.baseline_runs)):
+        if value < 1:
+            raise ZvperfError(f"{option} must be at least 1, got {value}.")
     sizes = _slowdowns(args.slowdowns)
     config = load_config(args.config, args.baselines_dir)
     pytest_args = args.pytest_args or list(DEFAULT_PYTEST_ARGS)
     rule = config.defaults
     print(
-        f"zvperf calibrate: {args.runs} repetitions of `pytest {' '.join(pytest_args)}`; gate: over "
+        f"zvperf calibrate: {args.runs} repetitions of `pytest {' '.join(pytest_args)}`, baselines pooled from "
+        f"{args.baseline_runs} run(s); gate: over "
         f"{rule.threshold:.0%} slower, p < {rule.alpha:g}, spread limit {rule.max_spread:.0%}",
         flush=True,
     )
-    tallies = calibrate(args.runs, sizes, pytest_args, config, args.keep)
+    tallies = calibrate(args.runs, sizes, pytest_args, config, args.keep, args.baseline_runs)
     rows = []
     for size, counts in tallies.items():
         total = sum(counts.values())
