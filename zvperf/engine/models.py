@@ -279,8 +279,8 @@ def speech_condition_from_prompt(prompt_features: Tensor, prompt_features_lens: 
 def _per_batch(value: Tensor | float | None, batch: int, device: torch.device) -> Tensor | None:
     if value is None:
         return None
-    value = torch.as_tensor(value, dtype=torch.float32, device=device).reshape(-1)
-    return value.expand(batch) if value.numel() == 1 else value
+    values = torch.as_tensor(value, dtype=torch.float32, device=device).reshape(-1)
+    return values.expand(batch) if values.numel() == 1 else values
 
 
 class DecoderStep(nn.Module):
