@@ -21,6 +21,7 @@ from typing import Any
 
 from zvperf.bench.sanity import SPREAD_LIMIT
 from zvperf.errors import ZvperfError
+from zvperf.files import read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -80,12 +81,9 @@ def load_config(path: Path | None, baselines_dir: Path) -> GateConfig:
         path = baselines_dir / CONFIG_NAME
         if not path.exists():
             return GateConfig()
+    text = read_text(path, f"gate config {path}")
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ZvperfError(f"gate config {path}: file not found.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ZvperfError(f"gate config {path} cannot be read ({exc}).") from None
+        document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ZvperfError(f"gate config {path} is not valid TOML ({exc}).") from None
     overrides_table = document.pop("override", {})

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from zvperf.errors import ZvperfError
+from zvperf.files import read_text
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +50,7 @@ class Vocabulary:
     @classmethod
     def from_file(cls, path: Path) -> Vocabulary:
         path = Path(path)
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise ZvperfError(f"{path}: tokens file not found.") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ZvperfError(f"{path}: cannot be read as UTF-8 text ({exc}).") from None
+        lines = read_text(path, f"tokens file {path}").splitlines()
         table: dict[str, int] = {}
         for number, line in enumerate(lines, start=1):
             if not line.strip():

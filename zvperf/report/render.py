@@ -22,6 +22,7 @@ import jinja2
 
 from zvperf.bench.results import load_results
 from zvperf.errors import ZvperfError
+from zvperf.files import read_text
 from zvperf.report import LANGS, markers, plots, tables
 
 
@@ -128,12 +129,7 @@ def write_report(paths: list[Path], lang: str, out: Path, template: Path | None 
 
 def update_report(paths: list[Path], lang: str, target: Path, template: Path | None = None) -> None:
     """Rewrite only the marker blocks of ``target`` with freshly rendered ones; all other bytes stay as they are."""
-    try:
-        document = target.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ZvperfError(f"--update {target}: file not found.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ZvperfError(f"--update {target}: cannot be read as UTF-8 text ({exc}).") from None
+    document = read_text(target, f"--update {target}")  # bytes as they are: the prose must survive unchanged
     report = build(paths, lang, target, template)
     fresh = markers.contents(report.markdown, str(template or f"the bundled {lang} template"))
     updated = markers.update(document, fresh, str(target))
