@@ -95,17 +95,17 @@ def calibrate(
         work.mkdir(parents=True, exist_ok=True)
         order = random.Random(0)
         for repetition in range(1, runs + 1):
-            # A negative number: the baseline run of that index.
-            sequence: list[float] = [*(-index for index in range(1, baseline_runs + 1)), *tallies]
+            # (file name, injected slowdown): the baseline runs inject nothing.
+            sequence = [(f"baseline-{i}", 0.0) for i in range(1, baseline_runs + 1)]
+            sequence += [(f"injected-{size:g}", size) for size in tallies]
             order.shuffle(sequence)
-            measured: dict[float, ResultsFile] = {}
-            for size in sequence:
-                name = f"baseline-{-size:g}" if size < 0 else f"injected-{size:g}"
-                measured[size] = _benchmark_run(work / f"{repetition}-{name}.json", pytest_args, max(size, 0.0))
+            measured = {
+                name: _benchmark_run(work / f"{repetition}-{name}.json", pytest_args, size) for name, size in sequence
+            }
             directory = work / f"baselines-{repetition}"
-            baselines.update(directory, *(run for size, run in measured.items() if size < 0))
+            baselines.update(directory, *(run for name, run in measured.items() if name.startswith("baseline-")))
             for size in tallies:
-                report = gate.compare(measured[size], directory, config)
+                report = gate.compare(measured[f"injected-{size:g}"], directory, config)
                 tallies[size].update(v.status for v in report.verdicts)
                 changes = ", ".join(
                     f"{v.id} {v.status} ({v.change:+.1%}{'; ' + v.reason if v.reason else ''})"
