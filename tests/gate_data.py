@@ -9,8 +9,8 @@ from typing import Any
 
 from pytest_benchmark.stats import Stats
 
-from zvperf.bench import baselines
-from zvperf.bench.results import EXTRA_INFO_KEYS, ResultsFile, load_results
+from zvperf.gate import baselines
+from zvperf.results.schema import REQUIRED_KEYS, ResultsFile, load_results
 
 KEY = "cpu-test-2c"
 
@@ -26,7 +26,7 @@ def bench(param: str, data: list[float], kind: str = "solver", **extra: Any) -> 
     stats = Stats()  # the numbers pytest-benchmark itself would write for these rounds
     for duration in data:
         stats.update(duration)
-    info: dict[str, Any] = {key: None for key in EXTRA_INFO_KEYS}
+    info: dict[str, Any] = {key: None for key in REQUIRED_KEYS}
     info.update(kind=kind, weights="official", telemetry={"gpu": {"available": False}}, flags=[])
     info.update(extra)
     numbers = {"median": stats.median, "iqr": stats.iqr, "rounds": stats.rounds, "data": data}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import CASE_DIRS, tiny_config, tiny_weights
+from tests.helpers import CASE_DIRS, tiny_config, tiny_weights
 from zvperf import backends
 from zvperf.backends import BackendUnavailable, check_runnable, get_backend
 from zvperf.backends.onnx_export import example_inputs, exported_step, model_digest
@@ -47,7 +47,8 @@ def test_every_backend_reproduces_the_conformance_vectors(backend, case_dir):
     precision = PRECISION.get(backend, "fp32")
     run_or_skip(backend, precision)
     device = "cuda" if backend in GPU_ONLY else "cpu"
-    checks = run_case(load_case(case_dir), device=device, precision=precision, backend=backend)
+    prepare = get_backend(backend).prepare
+    checks = run_case(load_case(case_dir), device=device, precision=precision, prepare=prepare)
     for check in checks:
         assert check.passed, f"{backend} {check.name}: error {check.error:.2e} > {check.tolerance:.0e}"
 
@@ -132,7 +133,7 @@ def test_a_backend_that_disagrees_fails_its_benchmark_untimed(pytester, monkeypa
 
             return solve
 
-    from tests.conftest import write_official_dir
+    from tests.helpers import write_official_dir
 
     root = tmp_path / "weights"
     write_official_dir(tiny_weights("zipvoice_distill"), root / "zipvoice_distill")
@@ -153,7 +154,7 @@ def test_a_backend_that_disagrees_fails_its_benchmark_untimed(pytester, monkeypa
 def test_a_cpu_backend_is_verified_then_timed(pytester, tmp_path):
     if importlib.util.find_spec("onnxruntime") is None:
         pytest.skip("onnxruntime is not installed")
-    from tests.conftest import write_official_dir
+    from tests.helpers import write_official_dir
 
     root = tmp_path / "weights"
     write_official_dir(tiny_weights("zipvoice_distill"), root / "zipvoice_distill")

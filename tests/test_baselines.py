@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.gate_data import KEY, bench, spread_rounds, update_many, write_results
-from zvperf.bench import baselines
 from zvperf.cli import main
 from zvperf.errors import ZvperfError
+from zvperf.gate import baselines
 
 ID = "zipvoice_distill-4step-torch-fp32 solver"
 

@@ -1,26 +1,14 @@
-"""The benchmarks: run with `pytest --benchmark-only` (plain `pytest` skips them).
+"""The benchmarks: run with `pytest --benchmark-only` (plain `pytest` skips them). They live in the package
+(zvperf.suite.benchmarks), so that an installed zvperf runs them too: `pytest --pyargs zvperf.suite.benchmarks`.
 
 Select with -k: `-k distill`, `-k 4step`, `-k solver`, `-k trt`. Options: `pytest --help`, group zvperf.
 """
 
-from zvperf.bench import benchmarks
+from zvperf.suite import benchmarks
 
-
-def test_solver(benchmark, zv_session, zv_run):
-    benchmarks.time_solver(benchmark, zv_session, zv_run)
-
-
-def test_e2e(benchmark, zv_session, zv_utterance):
-    benchmarks.time_e2e(benchmark, zv_session, zv_utterance)
-
-
-def test_text_encoder(benchmark, zv_session, zv_config):
-    benchmarks.time_text_encoder(benchmark, zv_session, zv_config)
-
-
-def test_vocoder(benchmark, zv_session, zv_config):
-    benchmarks.time_vocoder(benchmark, zv_session, zv_config)
-
-
-def test_cold_start(benchmark, zv_session, zv_config):
-    benchmarks.time_cold_start(benchmark, zv_session, zv_config)
+# In the package's order (pytest collects a module's functions in the order they are bound here).
+test_solver = benchmarks.test_solver
+test_e2e = benchmarks.test_e2e
+test_text_encoder = benchmarks.test_text_encoder
+test_vocoder = benchmarks.test_vocoder
+test_cold_start = benchmarks.test_cold_start

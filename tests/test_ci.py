@@ -99,7 +99,7 @@ def test_every_zvperf_command_in_the_workflows_parses(name):
     data = workflow(name)
     for job in data["jobs"].values():
         for args in zvperf_commands(run_lines(job)):
-            build_parser().parse_args(args)  # exits (SystemExit) on an unknown command or option
+            build_parser(args).parse_args(args)  # exits (SystemExit) on an unknown command or option
 
 
 def test_tox_environments_and_their_commands():
@@ -117,4 +117,4 @@ def test_tox_environments_and_their_commands():
     assert "ruff check zvperf tests" in tox["testenv:lint"]["commands"]
     for line in tox["testenv:report"]["commands"].strip().splitlines():
         args = shlex.split(line.replace("{posargs:", "").replace("}", "").replace("{tox_root", "").replace("{/", "/"))
-        build_parser().parse_args(args[1:])
+        build_parser(args[1:]).parse_args(args[1:])

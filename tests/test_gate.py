@@ -11,28 +11,28 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_weights, write_official_dir
 from tests.gate_data import KEY, bench, spread_rounds, write_results
-from zvperf.bench import baselines, gate
-from zvperf.bench.gate_config import GateConfig, Rule, load_config
+from tests.helpers import tiny_weights, write_official_dir
 from zvperf.cli import main
 from zvperf.errors import ZvperfError
+from zvperf.gate import baselines, judge
+from zvperf.gate.config import GateConfig, Rule, load_config
 
 ID = "zipvoice_distill-4step-torch-fp32"
 BENCHMARKS = (Path(__file__).parent / "test_benchmarks.py").read_text()
 
 
-def judge(tmp_path: Path, new: list[float], old: list[float], config: GateConfig | None = None, **new_extra):
+def gate_report(tmp_path: Path, new: list[float], old: list[float], config: GateConfig | None = None, **new_extra):
     """The gate's report on one solver benchmark: ``old`` rounds as the baseline, ``new`` as the run."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     baselines.update(tmp_path / "bl", write_results(tmp_path / "old.json", [bench(ID, old)]))
     results = write_results(tmp_path / "new.json", [bench(ID, new, **new_extra)])
-    return gate.compare(results, tmp_path / "bl", config or GateConfig())
+    return judge.compare(results, tmp_path / "bl", config or GateConfig())
 
 
 def test_min_p_value_of_the_exact_test():
-    assert gate.min_p_value(5, 5) == pytest.approx(1 / 252)
-    assert gate.min_p_value(3, 3) == pytest.approx(0.05)
+    assert judge.min_p_value(5, 5) == pytest.approx(1 / 252)
+    assert judge.min_p_value(3, 3) == pytest.approx(0.05)
 
 
 def test_a_significant_slowdown_fails_with_the_message_the_issue_asks_for(tmp_path: Path):
@@ -40,10 +40,10 @@ def test_a_significant_slowdown_fails_with_the_message_the_issue_asks_for(tmp_pa
     new = [3.31, 3.32, 3.33, 3.61, 3.62, 3.63, 3.64]  # three of 49 pairs inverted: exact p = 7/3432
     baselines.update(tmp_path / "bl", write_results(tmp_path / "old.json", [bench(ID, old)], key="cpu-xeon-2c"))
     results = write_results(tmp_path / "new.json", [bench(ID, new)], key="cpu-xeon-2c")
-    report = gate.compare(results, tmp_path / "bl", GateConfig())
+    report = judge.compare(results, tmp_path / "bl", GateConfig())
     assert report.failed
     (verdict,) = report.verdicts
-    assert verdict.status == gate.FAIL and not verdict.reason and not verdict.warnings
+    assert verdict.status == judge.FAIL and not verdict.reason and not verdict.warnings
     assert verdict.message == f"{ID} solver: median 3.61 s vs baseline 3.02 s (+19.5%, p=0.002, n=7/7) on cpu-xeon-2c"
     assert report.lines()[1] == f"FAIL          {verdict.message}"
     assert report.lines()[-1].startswith("gate FAILED: 1 slower, 0 improved, 0 passed")
@@ -51,51 +51,51 @@ def test_a_significant_slowdown_fails_with_the_message_the_issue_asks_for(tmp_pa
 
 @pytest.mark.parametrize(
     ("scale", "status"),
-    [(1.0, gate.PASS), (1.05, gate.PASS), (1.25, gate.FAIL), (0.8, gate.IMPROVED), (0.95, gate.PASS)],
+    [(1.0, judge.PASS), (1.05, judge.PASS), (1.25, judge.FAIL), (0.8, judge.IMPROVED), (0.95, judge.PASS)],
 )
 def test_verdicts_by_change(tmp_path: Path, scale, status):
     old = spread_rounds(0.1)
-    report = judge(tmp_path, [t * scale for t in spread_rounds(0.1)], old)
+    report = gate_report(tmp_path, [t * scale for t in spread_rounds(0.1)], old)
     (verdict,) = report.verdicts
     assert verdict.status == status, verdict.lines()
-    assert report.failed == (status == gate.FAIL)
+    assert report.failed == (status == judge.FAIL)
     assert f"({scale - 1:+.1%}, " in verdict.message and "ms vs baseline 100.0 ms" in verdict.message
 
 
 def test_a_slowdown_beyond_the_threshold_that_is_not_significant_is_inconclusive(tmp_path: Path):
     old = [0.100, 0.101, 0.102, 0.103, 0.104, 0.118, 0.119]
     new = [0.100, 0.101, 0.102, 0.115, 0.116, 0.117, 0.118]  # median +12%, but the rounds overlap
-    (verdict,) = judge(tmp_path, new, old, GateConfig(Rule(max_spread=0.5))).verdicts
-    assert verdict.status == gate.INCONCLUSIVE
+    (verdict,) = gate_report(tmp_path, new, old, GateConfig(Rule(max_spread=0.5))).verdicts
+    assert verdict.status == judge.INCONCLUSIVE
     assert verdict.reason == "slower than the 10% threshold but not significant (alpha 0.01)"
 
 
 def test_too_few_rounds_is_inconclusive_not_a_pass(tmp_path: Path):
-    (verdict,) = judge(tmp_path, spread_rounds(0.2, n=3), spread_rounds(0.1, n=3)).verdicts
-    assert verdict.status == gate.INCONCLUSIVE
+    (verdict,) = gate_report(tmp_path, spread_rounds(0.2, n=3), spread_rounds(0.1, n=3)).verdicts
+    assert verdict.status == judge.INCONCLUSIVE
     assert verdict.reason == "too few rounds (n=3/3) for p < 0.01"
     assert "(+100.0%, p=0.050, n=3/3)" in verdict.message
 
 
 def test_noisy_or_throttled_results_and_noisy_baselines_are_inconclusive(tmp_path: Path):
     quiet, noisy = spread_rounds(0.1), spread_rounds(0.1, spread=0.5)
-    (verdict,) = judge(tmp_path / "a", [t * 1.5 for t in noisy], quiet).verdicts
-    assert verdict.status == gate.INCONCLUSIVE and verdict.reason.startswith("noisy: IQR is 29% of the median")
-    (verdict,) = judge(tmp_path / "b", quiet, noisy).verdicts
-    assert verdict.status == gate.INCONCLUSIVE and verdict.reason.startswith("noisy baseline: IQR is 29%")
+    (verdict,) = gate_report(tmp_path / "a", [t * 1.5 for t in noisy], quiet).verdicts
+    assert verdict.status == judge.INCONCLUSIVE and verdict.reason.startswith("noisy: IQR is 29% of the median")
+    (verdict,) = gate_report(tmp_path / "b", quiet, noisy).verdicts
+    assert verdict.status == judge.INCONCLUSIVE and verdict.reason.startswith("noisy baseline: IQR is 29%")
     throttled = {"gpu": {"throttled": True, "clock_event_reasons": ["hw_thermal_slowdown"]}}
-    (verdict,) = judge(tmp_path / "c", [t * 1.5 for t in quiet], quiet, telemetry=throttled).verdicts
-    assert verdict.status == gate.INCONCLUSIVE and verdict.reason == "the GPU throttled during the run"
-    (verdict,) = judge(tmp_path / "d", quiet, quiet, config=GateConfig(Rule(max_spread=0.01))).verdicts
-    assert verdict.status == gate.INCONCLUSIVE and "(limit 1%)" in verdict.reason
+    (verdict,) = gate_report(tmp_path / "c", [t * 1.5 for t in quiet], quiet, telemetry=throttled).verdicts
+    assert verdict.status == judge.INCONCLUSIVE and verdict.reason == "the GPU throttled during the run"
+    (verdict,) = gate_report(tmp_path / "d", quiet, quiet, config=GateConfig(Rule(max_spread=0.01))).verdicts
+    assert verdict.status == judge.INCONCLUSIVE and "(limit 1%)" in verdict.reason
 
 
 def test_software_weights_and_injection_differences_are_warned_with_the_verdict(tmp_path: Path):
     baselines.update(tmp_path / "bl", write_results(tmp_path / "old.json", [bench(ID, spread_rounds(0.1))]))
     new = [bench(ID, spread_rounds(0.13), weights="synthetic", injected_slowdown=0.3)]
-    report = gate.compare(write_results(tmp_path / "new.json", new, torch="2.12.0"), tmp_path / "bl", GateConfig())
+    report = judge.compare(write_results(tmp_path / "new.json", new, torch="2.12.0"), tmp_path / "bl", GateConfig())
     (verdict,) = report.verdicts
-    assert verdict.status == gate.FAIL  # still judged, and labelled
+    assert verdict.status == judge.FAIL  # still judged, and labelled
     assert verdict.warnings == [
         "software differs from the baseline: torch 2.12.0 (baseline 2.11.0)",
         "weights differ from the baseline: synthetic (baseline official)",
@@ -106,20 +106,20 @@ def test_software_weights_and_injection_differences_are_warned_with_the_verdict(
 
 def test_missing_baselines_and_other_hardware_are_warned_never_passed(tmp_path: Path):
     results = write_results(tmp_path / "r.json", [bench(ID, spread_rounds(0.1)), bench("other-1step", [0.1] * 5)])
-    report = gate.compare(results, tmp_path / "bl", GateConfig())
+    report = judge.compare(results, tmp_path / "bl", GateConfig())
     assert report.warnings == [
         f"no baseline file for this hardware ({KEY}): {tmp_path / 'bl'} holds no baselines; nothing was judged"
     ]
-    assert [v.status for v in report.verdicts] == [gate.NO_BASELINE] * 2
+    assert [v.status for v in report.verdicts] == [judge.NO_BASELINE] * 2
     assert report.lines()[-1].startswith("gate found no slowdown, but could not judge 2 of 2: 0 slower")
     baselines.update(
         tmp_path / "bl", write_results(tmp_path / "h.json", [bench(ID, spread_rounds(0.1))], key="nvidia-h100")
     )
-    report = gate.compare(results, tmp_path / "bl", GateConfig())
+    report = judge.compare(results, tmp_path / "bl", GateConfig())
     assert "baselines exist only for nvidia-h100" in report.warnings[0]
     baselines.update(tmp_path / "bl", write_results(tmp_path / "o.json", [bench(ID, spread_rounds(0.1))]))
-    report = gate.compare(results, tmp_path / "bl", GateConfig())
-    assert not report.warnings and [v.status for v in report.verdicts] == [gate.PASS, gate.NO_BASELINE]
+    report = judge.compare(results, tmp_path / "bl", GateConfig())
+    assert not report.warnings and [v.status for v in report.verdicts] == [judge.PASS, judge.NO_BASELINE]
     assert report.verdicts[1].lines() == [
         f"no baseline   other-1step solver: median 100.0 ms on {KEY}: no baseline (zvperf baseline update adds one)"
     ]
@@ -291,7 +291,7 @@ def test_a_real_run_without_a_baseline_warns_and_made_noisy_is_inconclusive(suit
 
 
 def test_a_broken_baseline_stops_a_gated_run_before_timing(suite, pytester: pytest.Pytester):
-    from zvperf.bench.machine import hardware_key
+    from zvperf.suite.machine import hardware_key
 
     path = pytester.path / "baselines" / f"{hardware_key('cpu')}.json"
     path.parent.mkdir()
@@ -303,19 +303,21 @@ def test_a_broken_baseline_stops_a_gated_run_before_timing(suite, pytester: pyte
 
 
 def test_calibrate_prints_false_alarm_and_detection_rates(tiny_dir: Path, pytester: pytest.Pytester, capsys):
-    pytester.makepyfile(test_benchmarks=BENCHMARKS)  # pytester runs in its own directory: the suite is found there
-    suite_args = ["test_benchmarks.py", "--zv-device=cpu", f"--zv-weights={tiny_dir}", "--zv-rounds=5", *SUITE_ARGS]
+    # In pytester's own directory: calibrate finds the benchmarks in the installed package, not in a checkout.
+    suite_args = ["--zv-device=cpu", f"--zv-weights={tiny_dir}", "--zv-rounds=5", *SUITE_ARGS]
     assert main(["calibrate", "--runs=1", "--baseline-runs=2", "--slowdowns=1", "--", *suite_args]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("zvperf calibrate: 1 repetitions of `pytest test_benchmarks.py")
+    assert out[0].startswith(
+        "zvperf calibrate: 1 repetitions of `pytest --benchmark-only --pyargs zvperf.suite.benchmarks"
+    )
     assert "baselines pooled from 2 run(s)" in out[0]
     assert re.match(r"run 1/1, injected 0%: zipvoice_distill-1step-torch-fp32-1000f solver \w+", out[1])
     assert out[3].split() == ["injected", "judged", "fail", "inconclusive", "pass", "improved", "rate"]
     assert re.match(r" +0% +1 +[01] +[01] +[01] +[01] +false alarms (0|100)% \([01]/1\)$", out[5])
     assert re.match(r" +100% +1 +[01] +[01] +[01] +[01] +detected (0|100)% \([01]/1\)$", out[6])
     assert main(["calibrate", "--runs=0"]) == 2
-    assert "--runs must be at least 1" in capsys.readouterr().err
+    assert "argument --runs: 0 is below 1" in capsys.readouterr().err
     assert main(["calibrate", "--baseline-runs=0"]) == 2
-    assert "--baseline-runs must be at least 1" in capsys.readouterr().err
+    assert "argument --baseline-runs: 0 is below 1" in capsys.readouterr().err
     assert main(["calibrate", "--slowdowns=0.1,x"]) == 2
-    assert "--slowdowns: cannot read '0.1,x'" in capsys.readouterr().err
+    assert "argument --slowdowns: 'x' is not a number" in capsys.readouterr().err

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_weights, write_official_dir
-from zvperf.bench.launcher import merge, parse_gpus
+from tests.helpers import tiny_weights, write_official_dir
 from zvperf.cli import main
 from zvperf.errors import ZvperfError
+from zvperf.suite.launcher import merge, parse_gpus
 
 BENCHMARKS = Path(__file__).parent / "test_benchmarks.py"
 
@@ -22,7 +22,7 @@ def test_two_shards_run_as_two_processes_and_merge(tmp_path, monkeypatch, capsys
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "merged.json"
     code = main(
-        ["bench", "--gpus", "0,1", "--output", str(out), "--", str(BENCHMARKS), "-p", "no:cacheprovider",
+        ["bench", "--gpus", "0,1", "--output", str(out), "--", "-p", "no:cacheprovider",
          "--zv-device=cpu", f"--zv-weights={weights}", "--zv-steps=1", "-k", "solver", "--zv-rounds=2", "--zv-warmup=0"]
     )  # fmt: skip
     assert code == 0
@@ -60,4 +60,4 @@ def test_a_bad_shard_option_is_a_usage_error(pytester):
     pytester.makepyfile(test_benchmarks=BENCHMARKS.read_text())
     result = pytester.runpytest("--collect-only", "--zv-shard=2/2")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--zv-shard '2/2': expected I/N with 0 <= I < N*"])
+    result.stderr.fnmatch_lines(["*--zv-shard: '2/2': expected I/N with 0 <= I < N*"])

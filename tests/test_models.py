@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.conftest import CASE_DIRS, CONFORMANCE
+from tests.helpers import CASE_DIRS, CONFORMANCE
 from zvperf.cli import main
 from zvperf.engine.config import ModelConfig
 from zvperf.engine.conformance import load_case, run_case

@@ -10,7 +10,7 @@ import pytest
 import soundfile
 import torch
 
-from tests.conftest import TINY_VOCOS_CONFIG, tiny_weights, write_official_dir
+from tests.helpers import TINY_VOCOS_CONFIG, tiny_weights, write_official_dir
 from zvperf.cli import main
 from zvperf.engine import audio
 from zvperf.engine.pipeline import STAGES, Synthesizer, add_punctuation, batch_by_duration, chunk_tokens, cross_fade

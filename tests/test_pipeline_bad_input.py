@@ -7,7 +7,7 @@ import pytest
 import soundfile
 import torch
 
-from tests.conftest import tiny_weights, write_official_dir
+from tests.helpers import tiny_weights, write_official_dir
 from zvperf.cli import main
 from zvperf.engine import audio
 from zvperf.engine.pipeline import Synthesizer

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import tiny_weights, write_official_dir
+from tests.helpers import tiny_weights, write_official_dir
 from zvperf import backends
-from zvperf.bench.matrix import expand
-from zvperf.bench.results import EXTRA_INFO_KEYS
+from zvperf.results.schema import REQUIRED_KEYS, RESULTS_FORMAT
+from zvperf.suite.matrix import expand
 
 BENCHMARKS = (Path(__file__).parent / "test_benchmarks.py").read_text()
 
@@ -93,7 +93,10 @@ def test_collection_ids_and_keyword_selection(pytester: pytest.Pytester):
         (["--zv-backends=torch,warp"], "--zv-backends: 'warp' is not one of"),
         (["--zv-precision=fp8"], "--zv-precision: 'fp8' is not one of"),
         (["--zv-models=zipvoice2"], "--zv-models: 'zipvoice2' is not one of"),
-        (["--zv-steps=4,x"], "cannot read '4,x' as a comma-separated list of int"),
+        (["--zv-steps=4,x"], "--zv-steps: 'x' is not a whole number"),
+        (["--zv-lengths=8"], "--zv-lengths: 8 is below 16"),
+        (["--zv-rounds=0"], "--zv-rounds: 0 is below 1"),
+        (["--zv-inject-slowdown=11"], "--zv-inject-slowdown: must be from 0 to 10, got 11"),
         (["--zv-prompt-wav=mine.wav"], "--zv-prompt-text is required with --zv-prompt-wav mine.wav"),
     ],
 )
@@ -134,7 +137,7 @@ def test_run_writes_every_extra_info_key_machine_info_and_the_summary(suite):
     assert "test_solver[zipvoice-4step-torch-fp32]" in names and "test_vocoder[zipvoice_distill-torch-fp32]" in names
     for bench in data["benchmarks"]:
         info = bench["extra_info"]
-        assert set(EXTRA_INFO_KEYS) <= set(info), bench["name"]
+        assert set(REQUIRED_KEYS) <= set(info), bench["name"]
         assert info["device"] == "cpu" and info["weights"] == "official" and info["backend"] == "torch"
         assert info["telemetry"]["gpu"] == {"available": False, "reason": "not a CUDA run"}
         assert info["telemetry"]["cpu"]["process_cpu_seconds"] > 0
@@ -148,6 +151,7 @@ def test_run_writes_every_extra_info_key_machine_info_and_the_summary(suite):
     machine = data["machine_info"]["zvperf"]
     assert machine["hardware_key"].startswith("cpu-") and machine["software"]["torch"] == torch.__version__
     assert data["zvperf"]["matrix"] == "quick" and data["zvperf"]["weights"] == ["official"]
+    assert data["zvperf"]["format"] == RESULTS_FORMAT
     result.stdout.fnmatch_lines(
         [
             "*zvperf summary (quick matrix, cpu, weights: official)*",

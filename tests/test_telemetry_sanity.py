@@ -8,10 +8,11 @@ import types
 import pytest
 import torch
 
-from zvperf.bench import sanity
-from zvperf.bench.results import Result, add_speedups
-from zvperf.bench.telemetry import Telemetry, decode_clock_reasons, is_throttling
-from zvperf.bench.timing import synchronized
+from zvperf.results import sanity
+from zvperf.results.derived import add_speedups
+from zvperf.results.schema import BenchmarkFacts, Result
+from zvperf.suite.telemetry import Telemetry, decode_clock_reasons, is_throttling
+from zvperf.suite.timing import synchronized
 
 
 def fake_nvml(energy_mj: list[int], reasons: int = 0) -> types.ModuleType:
@@ -57,7 +58,7 @@ def test_clock_reasons_that_do_not_slow_the_chip_are_not_throttling():
 
 
 def test_telemetry_without_nvml_says_unavailable_and_records_the_cpu(monkeypatch):
-    monkeypatch.setattr("zvperf.bench.telemetry.load_nvml", lambda: (None, "nvidia-ml-py (pynvml) is not installed"))
+    monkeypatch.setattr("zvperf.suite.telemetry.load_nvml", lambda: (None, "nvidia-ml-py (pynvml) is not installed"))
     with Telemetry("cuda") as telemetry:
         sum(i * i for i in range(200_000))
     summary = telemetry.summary(timed_rounds=1, audio_seconds=1.0)
@@ -69,10 +70,12 @@ def result(config_id: str, kind: str, median: float, *, model="zipvoice", steps=
     nfe = {"zipvoice": 2, "zipvoice_distill": 1}[model] * steps
     info = {
         "kind": kind, "model": model, "num_step": steps, "backend": "torch", "precision": "fp32", "device": "cuda",
-        "nfe": nfe, "frames_bucket": None, "telemetry": {}, "flags": [], **extra,
+        "weights": "official", "frames": 100, "audio_seconds": 1.0, "rtf": median, "ms_per_nfe": None,
+        "speedup_vs_zipvoice16": None, "nfe": nfe, "frames_bucket": None, "telemetry": {}, "flags": [], **extra,
     }  # fmt: skip
     values = data or [median] * 5
-    return Result(f"test_{kind}[{config_id}]", config_id, info, {"median": median, "iqr": 0.0}, values)
+    facts = BenchmarkFacts.from_dict(info)
+    return Result(f"test_{kind}[{config_id}]", config_id, facts, {"median": median, "iqr": 0.0}, values)
 
 
 def test_the_guides_16_step_row_is_flagged_as_an_nfe_outlier():
@@ -84,14 +87,14 @@ def test_the_guides_16_step_row_is_flagged_as_an_nfe_outlier():
         result("zipvoice-4step", "solver", 1.919, steps=4),
     ]
     sanity.check(rows)
-    assert rows[0].flags == ["nfe-outlier: 6.3x the time per decoder evaluation of the 4-step row"]
-    assert rows[1].flags == [] and rows[2].flags == []
+    assert rows[0].flags == ("nfe-outlier: 6.3x the time per decoder evaluation of the 4-step row",)
+    assert rows[1].flags == () and rows[2].flags == ()
 
 
 def test_consistent_step_counts_are_not_flagged():
     rows = [result(f"d-{s}step", "solver", 0.1 * s + 0.005, model="zipvoice_distill", steps=s) for s in (8, 4, 2)]
     sanity.check(rows)
-    assert all(r.flags == [] for r in rows)
+    assert all(r.flags == () for r in rows)
 
 
 def test_more_evaluations_in_less_time_is_flagged_non_monotonic():
@@ -106,9 +109,9 @@ def test_noisy_and_throttled_runs_are_flagged():
     hot = result("h", "e2e", 1.0, telemetry={"gpu": {"throttled": True, "clock_event_reasons": ["hw_slowdown"]}})
     calm = result("c", "e2e", 1.0)
     sanity.check([noisy, hot, calm])
-    assert noisy.flags == ["noisy: IQR is 30% of the median (limit 10%)"]
-    assert hot.flags == ["throttled: the GPU slowed its clocks during the run (hw_slowdown)"]
-    assert calm.flags == []
+    assert noisy.flags == ("noisy: IQR is 30% of the median (limit 10%)",)
+    assert hot.flags == ("throttled: the GPU slowed its clocks during the run (hw_slowdown)",)
+    assert calm.flags == ()
 
 
 def test_speedups_use_the_zipvoice_16_step_row_of_the_same_kind():
@@ -119,7 +122,7 @@ def test_speedups_use_the_zipvoice_16_step_row_of_the_same_kind():
         result("d4", "e2e", 1.0, model="zipvoice_distill", steps=4),
     ]
     add_speedups(rows)
-    assert [r.extra.get("speedup_vs_zipvoice16") for r in rows] == [1.0, 4.0, 1.0, 4.0]
+    assert [r.facts.speedup_vs_zipvoice16 for r in rows] == [1.0, 4.0, 1.0, 4.0]
 
 
 @pytest.mark.cuda

@@ -1,7 +1,7 @@
 """zvperf: ZipVoice inference, timed correctly.
 
 The public surface is small: the models (``zvperf.models``), the synthesis pipeline
-(``zvperf.pipeline``), the ``zvperf`` command and the pytest plugin (``zvperf.bench.plugin``).
+(``zvperf.engine.pipeline``), the ``zvperf`` command and the pytest plugin (``zvperf.suite.plugin``).
 """
 
 __version__ = "0.1.0"

@@ -1,8 +1,13 @@
-"""Reading the user's files with one clear sentence for each way it can go wrong."""
+"""The user's files: reading them with one clear sentence for each way it can go wrong, and replacing them
+atomically, so that a reader (or a crash) never sees half a file."""
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,3 +33,33 @@ def read_json(path: Path | str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ZvperfError(f"{path}: not valid JSON ({exc}).") from None
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write the new file to; on leaving the block without an error it
+    replaces ``path`` in one rename, otherwise it is deleted and ``path`` is left as it was.
+
+    The temporary name is unique per call (``mkstemp``), so processes writing the same target at once
+    (benchmark shards exporting one graph, say) never write into each other's file: the last rename wins
+    and every reader sees a whole file. The new file keeps the mode of the one it replaces (else 0644).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    temporary = Path(name)
+    try:
+        yield temporary
+        os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, content: str | bytes) -> None:
+    """Replace ``path`` with ``content`` (text is written as UTF-8), flushed to disk before the rename."""
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    with replacing(path) as temporary, open(temporary, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())

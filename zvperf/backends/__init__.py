@@ -17,20 +17,8 @@ from typing import Protocol
 import torch
 
 from zvperf.engine.models import ZipVoice
+from zvperf.engine.solver import Solver
 from zvperf.errors import ZvperfError
-
-
-class Solver(Protocol):
-    def __call__(
-        self,
-        x0: torch.Tensor,
-        text_condition: torch.Tensor,
-        speech_condition: torch.Tensor,
-        padding_mask: torch.Tensor | None,
-        num_step: int,
-        guidance_scale: float,
-        t_shift: float = 0.5,
-    ) -> torch.Tensor: ...
 
 
 class Backend(Protocol):

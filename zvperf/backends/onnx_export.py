@@ -20,6 +20,7 @@ import torch
 
 from zvperf.engine.models import DecoderStep, ZipVoice
 from zvperf.errors import ZvperfError
+from zvperf.files import replacing
 
 INPUT_NAMES = ("x", "constant", "padding_mask", "conditioning", "coefficients")
 OUTPUT_NAME = "x_next"
@@ -70,8 +71,6 @@ def export_step(model: ZipVoice, guided: bool, path: Path, dtype: torch.dtype = 
     """Write the decoder step of ``model`` to ``path`` (written to a temporary file, then renamed)."""
     decoder = copy.deepcopy(model.fm_decoder).to(device="cpu", dtype=dtype).eval()
     step = DecoderStep(decoder, model.feat_dim, guided)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
     dynamic = {
         "x": {0: "batch", 1: "frames"},
         "constant": {0: "rows", 1: "frames"},
@@ -79,21 +78,19 @@ def export_step(model: ZipVoice, guided: bool, path: Path, dtype: torch.dtype = 
         OUTPUT_NAME: {0: "batch", 1: "frames"},
     }
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with replacing(path) as temporary, torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes on Python values it records as constants
             torch.onnx.export(
                 step,
                 example_inputs(model, guided, dtype),
-                str(partial),
+                str(temporary),
                 dynamo=False,
                 opset_version=OPSET,
                 input_names=list(INPUT_NAMES),
                 output_names=[OUTPUT_NAME],
                 dynamic_axes=dynamic,
             )
-        os.replace(partial, path)
     except Exception as exc:  # noqa: BLE001 - any exporter failure becomes the backend's reason
-        partial.unlink(missing_ok=True)
         raise ZvperfError(f"exporting the decoder step to ONNX failed ({type(exc).__name__}: {exc}).") from None
 
 

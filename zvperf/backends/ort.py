@@ -17,6 +17,7 @@ from zvperf.backends.onnx_export import INPUT_NAMES, OUTPUT_NAME, cache_dir, exp
 from zvperf.backends.stepping import StepFunction, StepSolver, graph_inputs
 from zvperf.engine.models import ZipVoice
 from zvperf.errors import ZvperfError
+from zvperf.files import replacing
 
 # The TensorRT execution provider's optimisation profile, as the official TensorRT export has it:
 # up to 3000 decoder frames (longer text is chunked by the pipeline) and up to 8 utterances (16 rows
@@ -38,25 +39,23 @@ def quantized_step(model: ZipVoice, guided: bool) -> Path:
     if not target.is_file():
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        partial = target.with_name(target.name + ".partial")
         logging.disable(logging.WARNING)  # the quantiser logs a warning for every tensor it leaves in float
         try:
             # Only products with a weight matrix are quantised (MatMulConstBOnly): the attention scores and
             # their weighting of values stay in float, where int8 would distort the softmax. Per-channel
             # weight scales keep the small output channels of a layer from drowning in its large ones.
-            quantize_dynamic(
-                str(source),
-                str(partial),
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                extra_options={"MatMulConstBOnly": True},
-            )
+            with replacing(target) as temporary:
+                quantize_dynamic(
+                    str(source),
+                    str(temporary),
+                    weight_type=QuantType.QInt8,
+                    per_channel=True,
+                    extra_options={"MatMulConstBOnly": True},
+                )
         except Exception as exc:  # noqa: BLE001 - any quantiser failure becomes the backend's reason
-            partial.unlink(missing_ok=True)
             raise ZvperfError(f"int8 quantisation of {source.name} failed ({type(exc).__name__}: {exc}).") from None
         finally:
             logging.disable(logging.NOTSET)
-        partial.replace(target)
     return target
 
 

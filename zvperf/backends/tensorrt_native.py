@@ -28,6 +28,7 @@ from zvperf.backends.stepping import StepFunction, StepSolver, graph_inputs
 from zvperf.engine.models import ZipVoice
 from zvperf.engine.precision import DTYPES
 from zvperf.errors import ZvperfError
+from zvperf.files import write_atomic
 
 WORKSPACE_BYTES = 4 << 30
 
@@ -73,10 +74,7 @@ def build_engine(model: ZipVoice, guided: bool, precision: str, path: Path) -> N
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ZvperfError(f"trt: building the {precision} TensorRT engine from {onnx_path.name} failed (see its log).")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(bytes(serialized))
-    partial.replace(path)
+    write_atomic(path, bytes(serialized))
 
 
 @dataclasses.dataclass(frozen=True)

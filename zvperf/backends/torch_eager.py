@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from zvperf.backends import Solver
 from zvperf.engine.models import ZipVoice
+from zvperf.engine.solver import Solver
 
 
 class TorchEager:

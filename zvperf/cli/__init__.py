@@ -1,31 +1,53 @@
-"""The ``zvperf`` command: one sub-command per module in this package."""
+"""The ``zvperf`` command: one sub-command per module in this package, imported only when it runs (so that
+``zvperf report`` or ``zvperf compare`` never load torch, and ``zvperf --help`` answers at once)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
-from zvperf.cli import baseline, bench, calibrate, compare, conform, report, synth
 from zvperf.errors import ZvperfError
 
-COMMANDS = (baseline, bench, calibrate, compare, conform, report, synth)
+# name -> one line of help; the module zvperf.cli.<name> has add_arguments(parser) and run(args).
+COMMANDS = {
+    "baseline": "update, show or revert the per-hardware baselines the gate compares with",
+    "bench": "run the benchmark matrix split over several GPUs (one process each) and merge the JSON",
+    "calibrate": "measure the gate's false-alarm and detection rates on this machine with injected slowdowns",
+    "compare": "judge a --benchmark-json file against the baselines of its hardware (exit 1 on a significant slowdown)",
+    "conform": "run conformance case folders and compare with the reference outputs",
+    "report": "render benchmark results into a markdown guide with plots (ja or en)",
+    "synth": "synthesise speech from text and a prompt, with stage timings",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zvperf", description=__doc__)
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser, with the arguments of the command named in ``argv`` (the first word not an option)."""
+    parser = argparse.ArgumentParser(
+        prog="zvperf",
+        description="ZipVoice inference: synthesis, conformance, benchmarks, the regression gate, reports.",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for command in COMMANDS:
-        command.add_parser(sub)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = next((word for word in argv if not word.startswith("-")), None)
+    for name, help in COMMANDS.items():
+        command = sub.add_parser(name, help=help, description=help)
+        if name == chosen:
+            module = importlib.import_module(f"{__name__}.{name}")
+            module.add_arguments(command)
+            command.set_defaults(run=module.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser(argv).parse_args(argv)
+    except SystemExit as exc:  # a usage error (2) or --help (0), already printed by argparse
+        return int(exc.code or 0)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         return int(args.run(args) or 0)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from zvperf.bench import baselines
-from zvperf.bench.gate import seconds
-from zvperf.bench.results import load_results
-from zvperf.bench.summary import format_table
 from zvperf.errors import ZvperfError
+from zvperf.gate import baselines
+from zvperf.gate.judge import seconds
+from zvperf.gate.options import add_baseline_options
+from zvperf.results.schema import load_results
+from zvperf.results.summary import format_table
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("baseline", help="update, show or revert the per-hardware baselines the gate compares with")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     actions = p.add_subparsers(dest="action", required=True)
     update = actions.add_parser(
         "update", help="merge --benchmark-json files into the baseline of their hardware (several runs: rounds pooled)"
@@ -25,16 +25,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     revert = actions.add_parser("revert", help="put an entry's previous value back (revert again to undo)")
     revert.add_argument("id", help="the benchmark id, e.g. 'zipvoice_distill-4step-torch-fp32 solver'")
     for action in (update, show, revert):
-        action.add_argument("--baselines-dir", type=Path, default=baselines.DEFAULT_DIR, help="default: ./baselines")
+        add_baseline_options(action.add_argument)
     for action in (show, revert):
         action.add_argument("--hardware-key", help="whose baseline (default: this machine's, as --zv-device auto)")
-    p.set_defaults(run=run)
 
 
 def _hardware_key(args: argparse.Namespace) -> str:
     if args.hardware_key:
         return args.hardware_key
-    from zvperf.bench.machine import hardware_key  # imports torch: only when the key is not given
+    from zvperf.suite.machine import hardware_key  # imports torch: only when the key is not given
 
     key = hardware_key("cuda")  # the GPU's key when CUDA is available, else the CPU's
     if key not in baselines.hardware_keys(args.baselines_dir):

@@ -5,21 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from zvperf.bench.launcher import launch, parse_gpus
+from zvperf.suite.launcher import launch, parse_gpus
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "bench",
-        help="run the benchmark matrix split over several GPUs (one process each) and merge the JSON",
-        description="Each GPU runs `pytest --benchmark-only` on its shard of the matrix, pinned with "
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Each GPU runs `pytest --benchmark-only` over zvperf's benchmarks on its shard of the matrix, pinned with "
         "CUDA_VISIBLE_DEVICES; the shards' pytest-benchmark JSON is merged into --output. Options after `--` "
-        "go to every pytest run (for example -k distill --zv-matrix guide).",
+        "go to every pytest run (for example -k distill --zv-matrix guide)."
     )
     p.add_argument("--gpus", default="all", help="'all' or a comma list of GPU indices (default: all)")
     p.add_argument("--output", type=Path, default=Path("results.json"), help="merged JSON (default: results.json)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: options for pytest")
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

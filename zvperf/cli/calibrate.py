@@ -14,38 +14,42 @@ import argparse
 import contextlib
 import random
 import subprocess
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 
-from zvperf.bench import baselines, gate
-from zvperf.bench.gate_config import GateConfig, load_config
-from zvperf.bench.results import ResultsFile, load_results
-from zvperf.bench.summary import format_table
+from zvperf.argtypes import bounded_float, bounded_int, comma_list
 from zvperf.errors import ZvperfError
+from zvperf.gate import baselines, judge
+from zvperf.gate.config import GateConfig, load_config
+from zvperf.gate.options import add_gate_options
+from zvperf.results.schema import ResultsFile, load_results
+from zvperf.results.summary import format_table
+from zvperf.suite.launcher import PYTEST_ARGS, pytest_command
 
 # Without pytest arguments: the distilled model's 2-step solver, full size, the quick matrix's rounds.
-DEFAULT_PYTEST_ARGS = ("tests/test_benchmarks.py", "--zv-models=zipvoice_distill", "--zv-steps=2", "-k", "solver")
+DEFAULT_PYTEST_ARGS = ("--zv-models=zipvoice_distill", "--zv-steps=2", "-k", "solver")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "calibrate",
-        help="measure the gate's false-alarm and detection rates on this machine with injected slowdowns",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = __doc__
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument(
+        "--runs", type=bounded_int(1), default=5, help="repetitions (each: a baseline run and one run per size)"
     )
-    p.add_argument("--runs", type=int, default=5, help="repetitions (each: a baseline run and one run per size)")
     p.add_argument(
         "--baseline-runs",
-        type=int,
+        type=bounded_int(1),
         default=1,
         help="runs pooled into each repetition's baseline, as `zvperf baseline update A.json B.json ...` does",
     )
-    p.add_argument("--slowdowns", default="0.1,0.25,0.5", help="injected slowdowns to detect, comma list of fractions")
-    p.add_argument("--baselines-dir", type=Path, default=baselines.DEFAULT_DIR, help="where gate.toml is looked for")
-    p.add_argument("--config", type=Path, help="gate settings (default: BASELINES_DIR/gate.toml when present)")
+    p.add_argument(
+        "--slowdowns",
+        type=comma_list(bounded_float(0, 10, open_low=True)),
+        default=[0.1, 0.25, 0.5],
+        help="injected slowdowns to detect, comma list of fractions (default: 0.1,0.25,0.5)",
+    )
+    add_gate_options(p.add_argument)
     p.add_argument(
         "--keep", type=Path, metavar="DIR", help="keep every run's JSON and baseline here, to re-judge later"
     )
@@ -55,24 +59,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="-- PYTEST_ARGS",
         help=f"after --: what to run (default: {' '.join(DEFAULT_PYTEST_ARGS)})",
     )
-    p.set_defaults(run=run)
-
-
-def _slowdowns(text: str) -> list[float]:
-    try:
-        sizes = [float(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise ZvperfError(f"--slowdowns: cannot read {text!r} as a comma list of fractions like 0.1,0.25.") from None
-    if not sizes or not all(0 < s <= 10 for s in sizes):
-        raise ZvperfError(f"--slowdowns: {text!r} must list fractions above 0 and at most 10.")
-    return sizes
 
 
 def _benchmark_run(out: Path, pytest_args: list[str], slowdown: float) -> ResultsFile:
-    command = [
-        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--benchmark-only",
-        f"--benchmark-json={out}", f"--zv-inject-slowdown={slowdown}", *pytest_args,
-    ]  # fmt: skip
+    command = pytest_command(
+        "-q", "-p", "no:cacheprovider", f"--benchmark-json={out}", f"--zv-inject-slowdown={slowdown}", *pytest_args
+    )
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0 or not out.exists():
         tail = (completed.stdout + completed.stderr).strip().splitlines() or ["no output"]
@@ -105,7 +97,7 @@ def calibrate(
             directory = work / f"baselines-{repetition}"
             baselines.update(directory, *(run for name, run in measured.items() if name.startswith("baseline-")))
             for size in tallies:
-                report = gate.compare(measured[f"injected-{size:g}"], directory, config)
+                report = judge.compare(measured[f"injected-{size:g}"], directory, config)
                 tallies[size].update(v.status for v in report.verdicts)
                 changes = ", ".join(
                     f"{v.id} {v.status} ({v.change:+.1%}{'; ' + v.reason if v.reason else ''})"
@@ -117,15 +109,13 @@ def calibrate(
 
 
 def run(args: argparse.Namespace) -> int:
-    for option, value in (("--runs", args.runs), ("--baseline-runs", args.baseline_runs)):
-        if value < 1:
-            raise ZvperfError(f"{option} must be at least 1, got {value}.")
-    sizes = _slowdowns(args.slowdowns)
-    config = load_config(args.config, args.baselines_dir)
+    sizes = args.slowdowns
+    config = load_config(args.gate_config, args.baselines_dir)
     pytest_args = args.pytest_args or list(DEFAULT_PYTEST_ARGS)
     rule = config.defaults
     print(
-        f"zvperf calibrate: {args.runs} repetitions of `pytest {' '.join(pytest_args)}`, baselines pooled from "
+        f"zvperf calibrate: {args.runs} repetitions of `pytest {' '.join([*PYTEST_ARGS, *pytest_args])}`, "
+        "baselines pooled from "
         f"{args.baseline_runs} run(s); gate: over "
         f"{rule.threshold:.0%} slower, p < {rule.alpha:g}, spread limit {rule.max_spread:.0%}",
         flush=True,
@@ -134,16 +124,16 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for size, counts in tallies.items():
         total = sum(counts.values())
-        failed = counts[gate.FAIL]
+        failed = counts[judge.FAIL]
         what = "false alarms" if size == 0 else "detected"
         rows.append(
             {
                 "injected": f"{size:.0%}",
                 "judged": str(total),
                 "fail": str(failed),
-                "inconclusive": str(counts[gate.INCONCLUSIVE]),
-                "pass": str(counts[gate.PASS]),
-                "improved": str(counts[gate.IMPROVED]),
+                "inconclusive": str(counts[judge.INCONCLUSIVE]),
+                "pass": str(counts[judge.PASS]),
+                "improved": str(counts[judge.IMPROVED]),
                 "rate": f"{what} {failed / total:.0%} ({failed}/{total})" if total else "-",
             }
         )

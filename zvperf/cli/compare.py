@@ -5,24 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from zvperf.bench import baselines, gate
-from zvperf.bench.gate_config import load_config
-from zvperf.bench.results import load_results
+from zvperf.gate import judge
+from zvperf.gate.config import load_config
+from zvperf.gate.options import add_gate_options
+from zvperf.results.schema import load_results
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "compare",
-        help="judge a --benchmark-json file against the baselines of its hardware (exit 1 on a significant slowdown)",
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", type=Path, help="a pytest-benchmark JSON written by a zvperf run")
-    p.add_argument("--baselines-dir", type=Path, default=baselines.DEFAULT_DIR, help="default: ./baselines")
-    p.add_argument("--config", type=Path, help="gate settings (default: BASELINES_DIR/gate.toml when present)")
-    p.set_defaults(run=run)
+    add_gate_options(p.add_argument)
 
 
 def run(args: argparse.Namespace) -> int:
     results = load_results(args.results)
-    report = gate.compare(results, args.baselines_dir, load_config(args.config, args.baselines_dir))
+    report = judge.compare(results, args.baselines_dir, load_config(args.gate_config, args.baselines_dir))
     print("\n".join(report.lines()))
     return 1 if report.failed else 0

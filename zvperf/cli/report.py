@@ -8,12 +8,10 @@ from pathlib import Path
 from zvperf.report import LANGS
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "report",
-        help="render benchmark results into a markdown guide with plots (ja or en)",
-        description="Render one or more --benchmark-json files from zvperf's suite into markdown, one section per "
-        "hardware key, with PNG plots written next to the markdown.",
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Render one or more --benchmark-json files from zvperf's suite into markdown, one section per "
+        "hardware key, with PNG plots written next to the markdown."
     )
     p.add_argument("results", nargs="+", type=Path, metavar="RESULTS.json", help="pytest-benchmark JSON from zvperf")
     p.add_argument("--lang", default="ja", choices=LANGS, help="language of the bundled template (default: ja)")
@@ -26,7 +24,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="rewrite only the <!-- zvperf:begin NAME --> ... <!-- zvperf:end NAME --> blocks of FILE",
     )
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

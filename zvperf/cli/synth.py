@@ -16,8 +16,7 @@ from zvperf.engine.precision import DTYPES
 from zvperf.engine.weights import MODELS, load_weights
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="synthesise speech from text and a prompt, with stage timings")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="zipvoice_distill", choices=list(MODELS))
     p.add_argument("--num-step", type=int, help="Euler steps (default: zipvoice 16, zipvoice_distill 8)")
     p.add_argument("--guidance-scale", type=float, help="default: zipvoice 1.0, zipvoice_distill 3.0")
@@ -37,7 +36,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=666)
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

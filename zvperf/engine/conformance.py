@@ -8,6 +8,7 @@ the text condition, one decoder evaluation, and a whole Euler solve — and comp
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from zvperf.engine.checkpoint import load_checkpoint
 from zvperf.engine.config import read_model_json
 from zvperf.engine.models import ZipVoice, ZipVoiceDistill, speech_condition_from_prompt
 from zvperf.engine.precision import TOLERANCES, dtype_of, relative_error
+from zvperf.engine.solver import Solver
 from zvperf.errors import ZvperfError
 from zvperf.files import read_json
 
@@ -100,20 +102,22 @@ def load_case(case_dir: Path | str) -> Case:
     return Case(path, info, tensors)
 
 
-def run_case(case: Case, device: str = "cpu", precision: str = "fp32", backend: str = "torch") -> list[Check]:
+# Builds the solver a case's whole solve runs through, from the loaded model: (model, device, precision).
+SolverFactory = Callable[[ZipVoice, str, str], Solver]
+
+
+def run_case(
+    case: Case, device: str = "cpu", precision: str = "fp32", prepare: SolverFactory | None = None
+) -> list[Check]:
     """Run the case's three computations and compare them with the reference.
 
-    The text condition and the single decoder evaluation run in torch; the whole solve runs through
-    ``backend`` (after it has been built for this model), which is how any backend is put through
-    the reference vectors.
+    The text condition and the single decoder evaluation run in torch; the whole solve runs through the
+    solver ``prepare`` builds for this model (a backend's ``prepare``; default: the model's own eager
+    solve), which is how any backend is put through the reference vectors.
     """
-    from zvperf.backends import check_runnable, get_backend
-
-    chosen = get_backend(backend)
-    check_runnable(chosen, device, precision)
     dtype = dtype_of(precision)
     model = case.build_model().to(device=device, dtype=dtype)
-    solve = chosen.prepare(model, device, precision)
+    solve = model.solve if prepare is None else prepare(model, device, precision)
     info, ref = case.info, case.tensors
 
     def put(name: str) -> torch.Tensor:

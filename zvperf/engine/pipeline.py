@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from vocos import Vocos
 
-from zvperf.backends import Solver
 from zvperf.engine import audio
 from zvperf.engine.device import StageClock
 from zvperf.engine.models import ZipVoice, speech_condition_from_prompt
 from zvperf.engine.precision import dtype_of
+from zvperf.engine.solver import Solver
 from zvperf.engine.tokenizer import PUNCTUATION
 from zvperf.engine.weights import Weights
 from zvperf.errors import ZvperfError

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Protocol
 
 import torch
 
@@ -58,6 +59,22 @@ def plan_steps(num_step: int, t_shift: float, guidance_scale: float, doubled_bat
         else:
             steps.append(Step(t, dt, 2.0 * guidance_scale, True))
     return steps
+
+
+class Solver(Protocol):
+    """Anything that solves like :meth:`zvperf.engine.models.ZipVoice.solve`: the model's own eager loop, or a
+    backend's (compiled, captured, exported) version of it."""
+
+    def __call__(
+        self,
+        x0: torch.Tensor,
+        text_condition: torch.Tensor,
+        speech_condition: torch.Tensor,
+        padding_mask: torch.Tensor | None,
+        num_step: int,
+        guidance_scale: float,
+        t_shift: float = 0.5,
+    ) -> torch.Tensor: ...
 
 
 def nfe(steps: list[Step]) -> int:

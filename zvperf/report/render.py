@@ -13,17 +13,15 @@ Template context (the same for the bundled ``report.ja.md.j2``/``report.en.md.j2
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from zvperf.bench.results import load_results
 from zvperf.errors import ZvperfError
-from zvperf.files import read_text
+from zvperf.files import read_text, write_atomic
 from zvperf.report import LANGS, markers, plots, tables
+from zvperf.results.schema import load_results
 
 
 def _escape_cell(value: Any) -> str:
@@ -99,19 +97,6 @@ def build(paths: list[Path], lang: str, out: Path, template: Path | None = None)
     return Report(markdown, figures)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` only once the new text is fully on disk, keeping an existing file's permissions."""
-    temporary = path.with_name(f".{path.name}.zvperf-tmp")
-    try:
-        temporary.write_bytes(text.encode("utf-8"))
-        if path.exists():
-            shutil.copymode(path, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def _check_target(path: Path) -> None:
     if path.is_dir():
         raise ZvperfError(f"{path}: is a folder, not a markdown file.")
@@ -124,7 +109,7 @@ def write_report(paths: list[Path], lang: str, out: Path, template: Path | None 
     _check_target(out)
     report = build(paths, lang, out, template)
     report.write_figures(out.parent)
-    _write_atomic(out, report.markdown)
+    write_atomic(out, report.markdown)
 
 
 def update_report(paths: list[Path], lang: str, target: Path, template: Path | None = None) -> None:
@@ -134,4 +119,4 @@ def update_report(paths: list[Path], lang: str, target: Path, template: Path | N
     fresh = markers.contents(report.markdown, str(template or f"the bundled {lang} template"))
     updated = markers.update(document, fresh, str(target))
     report.write_figures(target.parent)
-    _write_atomic(target, updated)
+    write_atomic(target, updated)

@@ -11,8 +11,8 @@ import datetime as dt
 from collections import defaultdict
 from typing import Any
 
-from zvperf.bench.results import Result, ResultsFile
 from zvperf.errors import ZvperfError
+from zvperf.results.schema import BenchmarkFacts, Result, ResultsFile
 
 # The generated parts of a report; each is wrapped in <!-- zvperf:begin NAME --> ... <!-- zvperf:end NAME -->.
 PARTS = ("environment", "summary", "backends", "telemetry", "findings", "recommendations", "flags", "plots")
@@ -52,28 +52,30 @@ class Row:
         assert main is not None, "a Row is only made for a solver or e2e result"
         return main
 
-    def _extra(self, key: str) -> Any:
-        return self.main.extra[key]
+    @property
+    def facts(self) -> BenchmarkFacts:
+        return self.main.facts
 
     @property
     def model(self) -> str:
-        return self._extra("model")
+        return self.facts.model
 
     @property
     def num_step(self) -> int:
-        return self._extra("num_step")
+        assert self.facts.num_step is not None, "solver and e2e results have a step count"
+        return self.facts.num_step
 
     @property
     def backend(self) -> str:
-        return self._extra("backend")
+        return self.facts.backend
 
     @property
     def precision(self) -> str:
-        return self._extra("precision")
+        return self.facts.precision
 
     @property
     def frames_bucket(self) -> int | None:
-        return self.main.extra.get("frames_bucket")
+        return self.facts.frames_bucket
 
     @property
     def seconds(self) -> float:
@@ -81,15 +83,15 @@ class Row:
 
     @property
     def rtf(self) -> float:
-        return float(self._extra("rtf"))
+        return float(self.facts.rtf or 0.0)
 
     @property
     def speedup(self) -> float | None:
-        return self.main.extra.get("speedup_vs_zipvoice16")
+        return self.facts.speedup_vs_zipvoice16
 
     @property
     def synthetic(self) -> bool:
-        return self._extra("weights") == "synthetic"
+        return self.facts.weights == "synthetic"
 
     @property
     def line(self) -> tuple[str, str, int | None]:
@@ -111,7 +113,7 @@ class Section:
 
     @property
     def device(self) -> str:
-        return self.files[0].zvperf_machine.get("device") or self.rows[0].main.extra["device"]
+        return self.files[0].zvperf_machine.get("device") or self.rows[0].facts.device
 
 
 def sections(files: list[ResultsFile]) -> list[Section]:
@@ -155,7 +157,7 @@ def environment(section: Section) -> dict[str, Any]:
     first = section.files[0]
     machine, info = first.zvperf_machine, first.machine_info
     software = machine.get("software") or {}
-    weights = sorted({r.extra["weights"] for r in section.results})
+    weights = sorted({r.facts.weights for r in section.results})
     return {
         "device": section.device,
         "gpu": machine.get("gpu"),  # name, memory_gib, compute_capability, count, driver (None on a CPU run)
@@ -242,17 +244,14 @@ def backends(section: Section) -> dict[str, Any]:
     return {"columns": columns, "rows": rows}
 
 
-def _gpu(result: Result) -> dict[str, Any]:
-    return (result.extra.get("telemetry") or {}).get("gpu") or {}
-
-
 def _memory(result: Result) -> tuple[float | None, str | None]:
     """Peak memory and where it was measured: torch's allocator, NVML (whole GPU), or the process RSS on a CPU."""
-    telemetry = result.extra.get("telemetry") or {}
+    telemetry = result.facts.telemetry
+    gpu = result.facts.gpu_telemetry
     if telemetry.get("torch_peak_allocated_mib") is not None:
         return telemetry["torch_peak_allocated_mib"], "torch"
-    if _gpu(result).get("memory_used_mib_peak") is not None:
-        return _gpu(result)["memory_used_mib_peak"], "nvml"
+    if gpu.get("memory_used_mib_peak") is not None:
+        return gpu["memory_used_mib_peak"], "nvml"
     rss = (telemetry.get("cpu") or {}).get("rss_mib_peak")
     return rss, "rss" if rss is not None else None
 
@@ -269,12 +268,14 @@ def telemetry(section: Section) -> dict[str, Any]:
                 "configuration": row.config_id,
                 "kind": row.main.kind,
                 "memory_mib": _number(memory, 0),
-                "power_w": _number(_gpu(row.main).get("power_w_mean"), 1),
-                "joules_per_audio_second": _number(_gpu(row.main).get("joules_per_audio_second"), 2),
+                "power_w": _number(row.facts.gpu_telemetry.get("power_w_mean"), 1),
+                "joules_per_audio_second": _number(row.facts.gpu_telemetry.get("joules_per_audio_second"), 2),
             }
         )
     # Why power and energy are missing, when they are (a CPU run, or NVML absent): the suite's own words.
-    reasons = [_gpu(row.main).get("reason") for row in section.rows if not _gpu(row.main).get("available")]
+    reasons = [
+        row.facts.gpu_telemetry.get("reason") for row in section.rows if not row.facts.gpu_telemetry.get("available")
+    ]
     return {"rows": rows, "memory_sources": sources, "gpu_unavailable_reason": next(filter(None, reasons), None)}
 
 
@@ -283,12 +284,12 @@ def findings(section: Section) -> dict[str, Any]:
     shares = [
         stages["solver"] / stages["total"]
         for row in section.rows
-        if row.e2e and (stages := row.e2e.extra.get("stages_ms")) and stages.get("total")
+        if row.e2e and (stages := row.e2e.facts.stages_ms) and stages.get("total")
     ]
     per_nfe: dict[tuple[str, str, int | None], list[float]] = defaultdict(list)
     for row in section.rows:
-        if row.solver and row.solver.extra.get("ms_per_nfe"):
-            per_nfe[row.line].append(row.solver.extra["ms_per_nfe"])
+        if row.solver and row.solver.facts.ms_per_nfe:
+            per_nfe[row.line].append(row.solver.facts.ms_per_nfe)
     return {
         "solver_share": {"min": f"{min(shares):.1%}", "max": f"{max(shares):.1%}", "dominant": min(shares) > 0.5}
         if shares
@@ -309,10 +310,9 @@ def findings(section: Section) -> dict[str, Any]:
 
 def bench_command(row: Row) -> str:
     """The pytest line that times exactly this row again (both its solver and end-to-end benchmarks)."""
-    e = row.main.extra
     parts = [
         "pytest --benchmark-only",
-        f"--zv-device {e['device']}",
+        f"--zv-device {row.facts.device}",
         f"--zv-models {row.model}",
         f"--zv-steps {row.num_step}",
         f"--zv-backends {row.backend}",
@@ -333,7 +333,7 @@ def synth_command(row: Row) -> str:
     parts = ["zvperf synth", f"--model {row.model}", f"--num-step {row.num_step}"]
     if row.backend != "torch":
         parts.append(f"--backend {row.backend}")
-    parts += [f"--device {row.main.extra['device']}", f"--precision {row.precision}"]
+    parts += [f"--device {row.facts.device}", f"--precision {row.precision}"]
     if row.synthetic:
         parts.append("--weights synthetic")
     return " ".join(parts)

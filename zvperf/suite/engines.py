@@ -9,13 +9,13 @@ import gc
 import torch
 
 from zvperf.backends import check_runnable, get_backend
-from zvperf.bench.matrix import Config
-from zvperf.bench.options import BenchOptions
 from zvperf.engine import audio
 from zvperf.engine.models import ZipVoice, speech_condition_from_prompt
 from zvperf.engine.pipeline import Synthesizer
 from zvperf.engine.precision import TOLERANCES, relative_error
 from zvperf.engine.weights import load_weights
+from zvperf.suite.matrix import Config
+from zvperf.suite.options import BenchOptions
 
 NOISE_SEED = 1234
 

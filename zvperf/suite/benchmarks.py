@@ -1,13 +1,16 @@
-"""What each benchmark times. The test functions in ``tests/test_benchmarks.py`` are one line each.
+"""The benchmarks: what each one times, and the test functions pytest collects.
+
+``tests/test_benchmarks.py`` imports the ``test_*`` functions, so ``pytest --benchmark-only`` from the
+repository root collects them; ``pytest --pyargs zvperf.suite.benchmarks`` collects them from an
+installed package (what ``zvperf bench`` and ``zvperf calibrate`` run).
 
 Every benchmark: builds (or takes from the cache) its configuration outside timing, runs
 pytest-benchmark's pedantic mode with warm-up rounds and a fixed round count, synchronises the
-device inside each timed round, samples telemetry alongside, and fills ``extra_info``.
+device inside each timed round, samples telemetry alongside, and records its facts.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import statistics
@@ -18,120 +21,69 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-import pytest
 import torch
 
-from zvperf.bench.engines import Engine, EngineCache, VerificationError
-from zvperf.bench.matrix import Combo, Config
-from zvperf.bench.options import BenchOptions
-from zvperf.bench.telemetry import Telemetry
-from zvperf.bench.timing import measure
 from zvperf.engine import audio
-from zvperf.errors import ZvperfError
-
-MAX_ROUNDS_KEPT = 200
-
-
-@dataclasses.dataclass
-class BenchSession:
-    """Per pytest session: options, the engine cache, and the benchmark fixtures run so far."""
-
-    options: BenchOptions
-    cache: EngineCache
-    benchmarks: list[Any] = dataclasses.field(default_factory=list)
-
-    def engine(self, config: Config) -> Engine:
-        """The built engine, or a skip with the reason it cannot run here (never a failure)."""
-        if self.options.device_problem:
-            pytest.skip(self.options.device_problem)
-        try:
-            return self.cache.get(config)
-        except ZvperfError as exc:
-            pytest.skip(str(exc))
-        except torch.cuda.OutOfMemoryError as exc:
-            self.cache.release()
-            pytest.skip(f"out of memory building {config.id}: {str(exc).splitlines()[0]}")
-
-    def verified_engine(self, combo: Combo) -> Engine:
-        """The engine, its output checked against torch fp32 at this shape: a mismatch fails the benchmark
-        with the measured error (never timed); a shape the backend cannot take is a skip."""
-        engine = self.engine(combo.config)
-        try:
-            engine.verify(combo.frames, combo.batch, combo.num_step)
-        except VerificationError as exc:
-            pytest.fail(str(exc), pytrace=False)
-        except ZvperfError as exc:
-            pytest.skip(str(exc))
-        except torch.cuda.OutOfMemoryError as exc:
-            self.cache.release()
-            pytest.skip(f"out of memory running {combo.id}: {str(exc).splitlines()[0]}")
-        return engine
+from zvperf.results.schema import BenchmarkFacts
+from zvperf.suite.engines import Engine
+from zvperf.suite.matrix import Combo, Config
+from zvperf.suite.session import BenchSession
+from zvperf.suite.telemetry import Telemetry
+from zvperf.suite.timing import measure
 
 
 def _run_timed(
     session: BenchSession, benchmark: Any, fn: Callable[[], Any], rounds: int, warmup: int
 ) -> tuple[Any, Telemetry]:
     options = session.options
-    try:
-        with Telemetry(options.device) as telemetry:
-            result = measure(
-                benchmark,
-                fn,
-                device=options.device,
-                rounds=rounds,
-                warmup_rounds=warmup,
-                telemetry=telemetry,
-                slowdown=options.slowdown,
-            )
-    except torch.cuda.OutOfMemoryError as exc:
-        session.cache.release()
-        pytest.skip(f"out of memory: {str(exc).splitlines()[0]}")
+    with session.out_of_memory_skips("while timed"), Telemetry(options.device) as telemetry:
+        result = measure(
+            benchmark,
+            fn,
+            device=options.device,
+            rounds=rounds,
+            warmup_rounds=warmup,
+            telemetry=telemetry,
+            slowdown=options.slowdown,
+        )
     return result, telemetry
 
 
-def _finish(
+def _record(
     session: BenchSession,
     benchmark: Any,
     telemetry: Telemetry,
-    *,
+    engine: Engine,
     kind: str,
-    model: str,
     num_step: int | None,
-    backend: str,
-    precision: str,
-    audio_seconds: float,
-    frames: int,
-    nfe: int,
-    weights: str,
-    frames_bucket: int | None = None,
-    **more: Any,
+    measured: tuple[float, int, int],
+    **optional: Any,
 ) -> None:
-    """Fill extra_info from pytest-benchmark's own statistics and the telemetry."""
+    """The benchmark's facts from pytest-benchmark's own statistics and the telemetry, into extra_info;
+    ``measured`` is (audio seconds, frames, decoder evaluations) of one call."""
     options = session.options
+    config = engine.config
+    audio_seconds, frames, nfe = measured
     stats = benchmark.stats.stats
     median = stats.median
-    info = benchmark.extra_info
-    info.update(
+    facts = BenchmarkFacts(
         kind=kind,
-        model=model,
+        model=config.model,
         num_step=num_step,
-        backend=backend,
-        precision=precision,
+        backend=config.backend,
+        precision=config.precision,
         device=options.device,
-        weights=weights,
+        weights=engine.weights.kind,
         frames=frames,
-        frames_bucket=frames_bucket,
         audio_seconds=audio_seconds,
         rtf=median / audio_seconds if audio_seconds else None,
         nfe=nfe,
         ms_per_nfe=median * 1e3 / nfe if nfe else None,
-        speedup_vs_zipvoice16=None,
         telemetry=telemetry.summary(len(stats.data), audio_seconds),
-        flags=[],
-        **more,
+        injected_slowdown=options.slowdown or None,
+        **optional,
     )
-    if options.slowdown:
-        info["injected_slowdown"] = options.slowdown
+    benchmark.extra_info.update(facts.as_dict())
     session.benchmarks.append(benchmark)
 
 
@@ -146,25 +98,15 @@ def time_solver(benchmark: Any, session: BenchSession, combo: Combo) -> None:
 
     options = session.options
     _, telemetry = _run_timed(session, benchmark, solve, options.rounds, options.warmup_rounds)
-    model = engine.model
-    _finish(
-        session,
-        benchmark,
-        telemetry,
-        kind="solver",
-        model=combo.model,
-        num_step=combo.num_step,
-        backend=combo.backend,
-        precision=combo.precision,
-        audio_seconds=inputs.audio_seconds,
-        frames=inputs.frames,
-        frames_bucket=combo.frames,
-        batch=combo.batch,
-        nfe=model.nfe(combo.num_step, model.default_guidance_scale),
-        weights=engine.weights.kind,
-        guidance_scale=model.default_guidance_scale,
-        verified_error=engine.verify(combo.frames, combo.batch, combo.num_step),
-    )
+    scale = engine.model.default_guidance_scale
+    measured = (inputs.audio_seconds, inputs.frames, engine.model.nfe(combo.num_step, scale))
+    optional = {
+        "frames_bucket": combo.frames,
+        "batch": combo.batch,
+        "guidance_scale": scale,
+        "verified_error": engine.verify(combo.frames, combo.batch, combo.num_step),
+    }
+    _record(session, benchmark, telemetry, engine, "solver", combo.num_step, measured, **optional)
 
 
 def time_e2e(benchmark: Any, session: BenchSession, combo: Combo) -> None:
@@ -183,25 +125,22 @@ def time_e2e(benchmark: Any, session: BenchSession, combo: Combo) -> None:
 
     result, telemetry = _run_timed(session, benchmark, synthesize, options.rounds, options.warmup_rounds)
     timed = stages[-options.rounds :]
-    _finish(
+    stages_ms = {name: statistics.median(t[name] for t in timed) * 1e3 for name in timed[0]}
+    measured = (result.audio_seconds, result.frames, result.nfe)
+    _record(
         session,
         benchmark,
         telemetry,
-        kind="e2e",
-        model=combo.model,
-        num_step=combo.num_step,
-        backend=combo.backend,
-        precision=combo.precision,
-        audio_seconds=result.audio_seconds,
-        frames=result.frames,
-        nfe=result.nfe,
-        weights=engine.weights.kind,
-        stages_ms={name: statistics.median(t[name] for t in timed) * 1e3 for name in timed[0]},
+        engine,
+        "e2e",
+        combo.num_step,
+        measured,
+        stages_ms=stages_ms,
         chunks=result.chunks,
     )
 
 
-def _time_component(
+def _time_stage(
     benchmark: Any, session: BenchSession, config: Config, kind: str, call: Callable[[], Any], frames: int
 ) -> None:
     """Time one stage of synthesis that does not depend on the step count (once per configuration)."""
@@ -214,20 +153,7 @@ def _time_component(
 
     options = session.options
     _, telemetry = _run_timed(session, benchmark, timed, options.rounds, options.warmup_rounds)
-    _finish(
-        session,
-        benchmark,
-        telemetry,
-        kind=kind,
-        model=config.model,
-        num_step=None,
-        backend=config.backend,
-        precision=config.precision,
-        audio_seconds=inputs.audio_seconds,
-        frames=frames,
-        nfe=0,
-        weights=engine.weights.kind,
-    )
+    _record(session, benchmark, telemetry, engine, kind, None, (inputs.audio_seconds, frames, 0))
 
 
 def time_text_encoder(benchmark: Any, session: BenchSession, config: Config) -> None:
@@ -236,7 +162,7 @@ def time_text_encoder(benchmark: Any, session: BenchSession, config: Config) -> 
     inputs = engine.solver_inputs(None)
     text, prompt = [inputs.text_ids], [inputs.prompt_ids]
     encode = partial(engine.model.text_condition, text, prompt, [inputs.prompt_frames], 1.0)
-    _time_component(benchmark, session, config, "text_encoder", encode, inputs.frames)
+    _time_stage(benchmark, session, config, "text_encoder", encode, inputs.frames)
 
 
 def time_vocoder(benchmark: Any, session: BenchSession, config: Config) -> None:
@@ -245,7 +171,7 @@ def time_vocoder(benchmark: Any, session: BenchSession, config: Config) -> None:
     inputs = engine.solver_inputs(None)
     features = inputs.x0[0, inputs.prompt_frames :] * audio.FEAT_SCALE
     vocode = partial(engine.synthesizer.vocode, [features], engine.prompt, remove_long_silence=False)
-    _time_component(benchmark, session, config, "vocoder", vocode, inputs.generated_frames)
+    _time_stage(benchmark, session, config, "vocoder", vocode, inputs.generated_frames)
 
 
 def time_cold_start(benchmark: Any, session: BenchSession, config: Config) -> None:
@@ -272,7 +198,7 @@ def time_cold_start(benchmark: Any, session: BenchSession, config: Config) -> No
         with tempfile.TemporaryDirectory(prefix="zvperf-cold-") as empty:
             caches = {"ZVPERF_CACHE": empty, "TORCHINDUCTOR_CACHE_DIR": empty, "PYTHONWARNINGS": "ignore"}
             completed = subprocess.run(
-                [sys.executable, "-m", "zvperf.bench.coldstart", json.dumps(spec)],
+                [sys.executable, "-m", "zvperf.suite.coldstart", json.dumps(spec)],
                 capture_output=True,
                 text=True,
                 env={**os.environ, **caches},
@@ -283,19 +209,30 @@ def time_cold_start(benchmark: Any, session: BenchSession, config: Config) -> No
         phases.append(json.loads(completed.stdout.strip().splitlines()[-1]))
 
     _, telemetry = _run_timed(session, benchmark, start_process, options.cold_rounds, 0)
-    audio_seconds = engine.solver_inputs(None).audio_seconds
-    _finish(
-        session,
-        benchmark,
-        telemetry,
-        kind="cold_start",
-        model=config.model,
-        num_step=num_step,
-        backend=config.backend,
-        precision=config.precision,
-        audio_seconds=audio_seconds,
-        frames=engine.solver_inputs(None).frames,
-        nfe=engine.model.nfe(num_step, engine.model.default_guidance_scale),
-        weights=engine.weights.kind,
-        phases_s={name: statistics.median(p[name] for p in phases) for name in phases[0]},
-    )
+    inputs = engine.solver_inputs(None)
+    measured = (inputs.audio_seconds, inputs.frames, engine.model.nfe(num_step, engine.model.default_guidance_scale))
+    phases_s = {name: statistics.median(p[name] for p in phases) for name in phases[0]}
+    _record(session, benchmark, telemetry, engine, "cold_start", num_step, measured, phases_s=phases_s)
+
+
+# The test functions (fixtures from zvperf.suite.plugin). Select with -k: distill, 4step, solver, trt, ...
+
+
+def test_solver(benchmark: Any, zv_session: BenchSession, zv_run: Combo) -> None:
+    time_solver(benchmark, zv_session, zv_run)
+
+
+def test_e2e(benchmark: Any, zv_session: BenchSession, zv_utterance: Combo) -> None:
+    time_e2e(benchmark, zv_session, zv_utterance)
+
+
+def test_text_encoder(benchmark: Any, zv_session: BenchSession, zv_config: Config) -> None:
+    time_text_encoder(benchmark, zv_session, zv_config)
+
+
+def test_vocoder(benchmark: Any, zv_session: BenchSession, zv_config: Config) -> None:
+    time_vocoder(benchmark, zv_session, zv_config)
+
+
+def test_cold_start(benchmark: Any, zv_session: BenchSession, zv_config: Config) -> None:
+    time_cold_start(benchmark, zv_session, zv_config)

@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from zvperf.bench.sanity import SPREAD_LIMIT
 from zvperf.errors import ZvperfError
 from zvperf.files import read_text
+from zvperf.results.sanity import SPREAD_LIMIT
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -24,10 +24,10 @@ import dataclasses
 import math
 from pathlib import Path
 
-from zvperf.bench import baselines
-from zvperf.bench.baselines import Entry
-from zvperf.bench.gate_config import GateConfig, Rule
-from zvperf.bench.results import Result, ResultsFile
+from zvperf.gate import baselines
+from zvperf.gate.baselines import Entry
+from zvperf.gate.config import GateConfig, Rule
+from zvperf.results.schema import Result, ResultsFile
 
 FAIL, IMPROVED, PASS, INCONCLUSIVE, NO_BASELINE = "fail", "improved", "pass", "inconclusive", "no baseline"
 
@@ -96,10 +96,10 @@ def _differences(result: Result, baseline: Entry, versions: dict[str, str | None
     ]
     if changed:
         notes.append("software differs from the baseline: " + ", ".join(changed))
-    weights = result.extra.get("weights")
+    weights = result.facts.weights
     if weights != baseline.weights:
         notes.append(f"weights differ from the baseline: {weights} (baseline {baseline.weights})")
-    slowdown = result.extra.get("injected_slowdown")
+    slowdown = result.facts.injected_slowdown
     if slowdown:
         notes.append(f"measured with an injected slowdown of {slowdown:.0%} (--zv-inject-slowdown): not a real change")
     return notes

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 from zvperf.errors import ZvperfError
 
+MIN_FRAMES = 16  # the shortest decoder input every backend takes (the TensorRT profile's lower end)
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -94,6 +96,9 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+MODELS = tuple(PRESETS["full"].steps)
+
+
 @dataclasses.dataclass(frozen=True)
 class Matrix:
     combos: tuple[Combo, ...]  # what the solver benchmark times
@@ -143,15 +148,9 @@ def expand(
         raise ZvperfError(f"--zv-matrix {preset_name!r} is not one of {', '.join(PRESETS)}.")
     preset = PRESETS[preset_name]
     chosen_models = list(models) if models else list(preset.steps)
-    unknown = [m for m in chosen_models if m not in PRESETS["full"].steps]
+    unknown = [m for m in chosen_models if m not in MODELS]
     if unknown:
-        raise ZvperfError(f"--zv-models: {unknown[0]!r} is not one of {', '.join(PRESETS['full'].steps)}.")
-    if steps and any(s < 1 for s in steps):
-        raise ZvperfError(f"--zv-steps: step counts must be positive, got {list(steps)}.")
-    if lengths and any(n < 16 for n in lengths):
-        raise ZvperfError(f"--zv-lengths: frame counts must be at least 16, got {list(lengths)}.")
-    if batches and any(b < 1 for b in batches):
-        raise ZvperfError(f"--zv-batch: batch sizes must be positive, got {list(batches)}.")
+        raise ZvperfError(f"--zv-models: {unknown[0]!r} is not one of {', '.join(MODELS)}.")
     combos = [
         Combo(model, num_step, backend, precision, frames, batch)
         for model in chosen_models

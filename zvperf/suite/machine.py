@@ -54,7 +54,7 @@ def gpu_info() -> dict[str, Any] | None:
         "compute_capability": f"{props.major}.{props.minor}",
         "count": torch.cuda.device_count(),
     }
-    from zvperf.bench.telemetry import load_nvml
+    from zvperf.suite.telemetry import load_nvml
 
     nvml, _ = load_nvml()
     if nvml is not None:

@@ -1,8 +1,8 @@
-"""The gate in a pytest run: ``--zv-gate``, ``--zv-update-baseline`` and where baselines live.
+"""The gate inside a pytest run: ``--zv-gate`` judges the session's results, ``--zv-update-baseline`` stores them.
 
-The plugin calls ``add_options`` from ``pytest_addoption``, ``GateRun.from_config`` at configure time
-(a broken gate config or baseline file is a usage error before anything is timed, not after), and
-``GateRun.finish`` at session end, once the sanity flags are on the results.
+The plugin builds a :class:`GateRun` at configure time (a broken gate config or baseline file is a usage
+error before anything is timed, not after) and calls :meth:`GateRun.finish` at session end, once the
+sanity flags are on the results. The judging itself is ``zvperf.gate``'s, the same as ``zvperf compare``.
 """
 
 from __future__ import annotations
@@ -13,36 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from zvperf.bench import baselines, gate
-from zvperf.bench.gate_config import GateConfig, load_config
-from zvperf.bench.machine import hardware_key, machine_summary
-from zvperf.bench.results import Result, ResultsFile
 from zvperf.errors import ZvperfError
-
-
-def add_options(parser: pytest.Parser) -> None:
-    group = parser.getgroup("zvperf")
-    group.addoption(
-        "--zv-gate",
-        action="store_true",
-        help="compare every result with its baseline for this hardware; the run fails on a significant slowdown",
-    )
-    group.addoption(
-        "--zv-update-baseline",
-        action="store_true",
-        help="merge this run's results into the baseline file for this hardware (previous values kept for revert)",
-    )
-    group.addoption(
-        "--baselines-dir",
-        "--zv-baselines-dir",
-        dest="zv_baselines_dir",
-        metavar="DIR",
-        default=str(baselines.DEFAULT_DIR),
-        help="where the baseline files are (default: ./baselines, the repository's when run from its root)",
-    )
-    group.addoption(
-        "--zv-gate-config", metavar="FILE", help="gate settings (default: BASELINES_DIR/gate.toml when present)"
-    )
+from zvperf.gate import baselines, judge
+from zvperf.gate.config import GateConfig, load_config
+from zvperf.results.schema import RESULTS_FORMAT, Result, ResultsFile
+from zvperf.suite.machine import hardware_key, machine_summary
 
 
 @dataclasses.dataclass
@@ -61,8 +36,7 @@ class GateRun:
         directory = Path(config.getoption("zv_baselines_dir")).resolve()
         run = cls(config.getoption("zv_gate"), config.getoption("zv_update_baseline"), directory, GateConfig())
         if run.gate:
-            config_file = config.getoption("zv_gate_config")
-            run.config = load_config(Path(config_file) if config_file else None, directory)
+            run.config = load_config(config.getoption("zv_gate_config"), directory)
         if run.active:
             baselines.read(baselines.baseline_path(directory, hardware_key(device)))  # raises if it is broken
         return run
@@ -74,7 +48,7 @@ class GateRun:
         failed = False
         try:
             if self.gate:
-                report = gate.compare(results, self.directory, self.config)
+                report = judge.compare(results, self.directory, self.config)
                 lines += report.lines()
                 failed = report.failed
             if self.update:
@@ -93,4 +67,5 @@ def session_results(config: pytest.Config, results: list[Result], device: str) -
         commit_info=config.hook.pytest_benchmark_generate_commit_info(config=config) or {},
         datetime=datetime.now(timezone.utc).isoformat(),
         results=results,
+        format=RESULTS_FORMAT,
     )

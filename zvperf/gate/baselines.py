@@ -1,6 +1,6 @@
 """Baselines: one human-readable JSON file per hardware key in ``baselines/``, safe to update concurrently.
 
-A file is ``{"hardware_key": ..., "machine": {...}, "benchmarks": {id: entry}}`` with sorted keys and
+A file is ``{"format": 2, "hardware_key": ..., "machine": {...}, "benchmarks": {id: entry}}`` with sorted keys and
 two-space indentation, so a baseline change reads as a small diff. Each entry keeps the median, IQR,
 round count and (at most ``MAX_STORED_ROUNDS``) raw round times the gate tests against, the software
 versions, weights, commit and date of the run, and the entry it replaced (``previous``, one level
@@ -14,15 +14,20 @@ Updates hold a lock on ``<file>.lock``, re-read the file under it, and replace i
 temporary file in the same folder, then ``os.replace``): two concurrent updates both land, and a
 crash never leaves half a file. A file that does not parse is an error naming it; it is never
 overwritten.
+
+Baseline format history (``format``; a file without it is format 1):
+
+1. before formats were recorded: the same fields, no number.
+2. the number.
+
+A file of a newer format is refused with one sentence and left as it is.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,9 +36,11 @@ from typing import Any
 import filelock
 from pytest_benchmark.stats import Stats
 
-from zvperf.bench.results import Result, ResultsFile
 from zvperf.errors import ZvperfError
+from zvperf.files import write_atomic
+from zvperf.results.schema import Result, ResultsFile
 
+BASELINE_FORMAT = 2
 DEFAULT_DIR = Path("baselines")  # relative to the current directory: run from the repository root
 MAX_STORED_ROUNDS = 50
 # The versions whose change can move a timing: a difference is reported with every verdict.
@@ -90,17 +97,14 @@ class Entry:
         for each, _ in measured:
             for duration in each.data:
                 stats.update(duration)
-        commit = str(results.commit_info.get("id", "unknown"))
-        if results.commit_info.get("dirty"):
-            commit += "+dirty"
         return cls(
             median=round(stats.median, 9),
             iqr=round(stats.iqr, 9),
             rounds=stats.rounds,
             data=_bounded(stats.data),
             versions=run_versions(results),
-            weights=str(result.extra.get("weights", "unknown")),
-            commit=commit,
+            weights=result.facts.weights,
+            commit=results.commit,
             date=max(run.datetime for _, run in measured),
             flags=sorted({flag for each, _ in measured for flag in each.flags}),
             runs=len(measured),
@@ -152,6 +156,7 @@ class BaselineFile:
 
     def to_text(self) -> str:
         document = {
+            "format": BASELINE_FORMAT,
             "hardware_key": self.hardware_key,
             "machine": self.machine,
             "benchmarks": {name: entry.to_json() for name, entry in self.entries.items()},
@@ -185,6 +190,12 @@ def read(path: Path) -> BaselineFile | None:
         raise ZvperfError(f"baseline file {path} is not valid JSON ({exc}): {keep}.") from None
     if not isinstance(document, dict) or not isinstance(document.get("benchmarks"), dict):
         raise ZvperfError(f"baseline file {path} has no 'benchmarks' object: {keep}.")
+    version = document.get("format", 1)
+    if version not in range(1, BASELINE_FORMAT + 1):
+        raise ZvperfError(
+            f"baseline file {path} has format {version!r}, not one this zvperf reads (1 to {BASELINE_FORMAT}): "
+            f"was it written by a newer version? It was not changed."
+        )
     entries = {}
     for name, value in document["benchmarks"].items():
         try:
@@ -192,23 +203,6 @@ def read(path: Path) -> BaselineFile | None:
         except ValueError as exc:
             raise ZvperfError(f"baseline file {path}: entry {name!r} is malformed ({exc}): {keep}.") from None
     return BaselineFile(path, str(document.get("hardware_key", path.stem)), document.get("machine") or {}, entries)
-
-
-def _write(baseline: BaselineFile) -> None:
-    """Replace the file atomically: a reader sees the old file or the new one, never a partial one."""
-    baseline.path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=baseline.path.parent, prefix=f".{baseline.path.name}.", suffix=".tmp")
-    try:
-        # mkstemp makes the file private (0600); keep the mode of the file it replaces, else a plain 0644.
-        os.chmod(temporary, baseline.path.stat().st_mode & 0o777 if baseline.path.exists() else 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(baseline.to_text())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, baseline.path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 @contextmanager
@@ -254,7 +248,7 @@ def _same_stack(runs: tuple[ResultsFile, ...]) -> None:
     first = runs[0]
 
     def facts(run: ResultsFile) -> dict[str, Any]:
-        weights = sorted({str(r.extra.get("weights")) for r in run.results})
+        weights = sorted({r.facts.weights for r in run.results})
         return {
             "hardware key": run.hardware_key,
             "commit": run.commit_info.get("id"),
@@ -284,7 +278,7 @@ def update(directory: Path, *runs: ResultsFile) -> UpdateSummary:
     measured: dict[str, list[tuple[Result, ResultsFile]]] = {}
     for run in runs:
         for result in run.results:
-            if result.extra.get("injected_slowdown"):
+            if result.facts.injected_slowdown:
                 summary.skipped[result.id] = "measured with an injected slowdown (--zv-inject-slowdown)"
             elif not result.data:
                 summary.skipped[result.id] = "no raw round times in the results"
@@ -303,7 +297,7 @@ def update(directory: Path, *runs: ResultsFile) -> UpdateSummary:
                 summary.stored_flagged[name] = entry.flags
             current.entries[name] = entry
         if new:
-            _write(current)
+            write_atomic(current.path, current.to_text())
     return summary
 
 
@@ -322,5 +316,5 @@ def revert(directory: Path, hardware_key: str, benchmark_id: str) -> tuple[Entry
             raise ZvperfError(f"{path}: {benchmark_id!r} has no previous value to revert to.")
         restored = dataclasses.replace(entry.previous, previous=dataclasses.replace(entry, previous=None))
         current.entries[benchmark_id] = restored
-        _write(current)
+        write_atomic(current.path, current.to_text())
     return restored, entry

@@ -18,6 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from zvperf.errors import ZvperfError
+from zvperf.files import write_atomic
+
+# What every benchmark process collects: the suite's own module, so an installed zvperf runs it from anywhere.
+BENCHMARKS_MODULE = "zvperf.suite.benchmarks"
+
+
+PYTEST_ARGS = ("--benchmark-only", "--pyargs", BENCHMARKS_MODULE)
+
+
+def pytest_command(*args: str) -> list[str]:
+    """``python -m pytest --benchmark-only`` over zvperf's benchmarks, with ``args``."""
+    return [sys.executable, "-m", "pytest", *PYTEST_ARGS, *args]
 
 
 def parse_gpus(spec: str, count: int | None = None) -> list[str]:
@@ -35,7 +47,7 @@ def parse_gpus(spec: str, count: int | None = None) -> list[str]:
 
 def visible_gpu_count() -> int:
     """GPUs through NVML, which does not initialise CUDA in this (launching) process; else torch's count."""
-    from zvperf.bench.telemetry import load_nvml
+    from zvperf.suite.telemetry import load_nvml
 
     nvml, _ = load_nvml()
     if nvml is not None:
@@ -50,10 +62,7 @@ def run_shards(gpus: Sequence[str], pytest_args: Sequence[str], workdir: Path) -
     processes = []
     for index, gpu in enumerate(gpus):
         out = workdir / f"shard-{index}-gpu{gpu}.json"
-        command = [
-            sys.executable, "-m", "pytest", "--benchmark-only", f"--benchmark-json={out}",
-            f"--zv-shard={index}/{len(gpus)}", *pytest_args,
-        ]  # fmt: skip
+        command = pytest_command(f"--benchmark-json={out}", f"--zv-shard={index}/{len(gpus)}", *pytest_args)
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
         log = (workdir / f"shard-{index}.log").open("w")
         processes.append((gpu, out, log, subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)))
@@ -101,7 +110,5 @@ def launch(gpus: Sequence[str], pytest_args: Sequence[str], output: Path) -> dic
     """Run the shards and write the merged JSON to ``output`` (through a temporary file and a rename)."""
     with tempfile.TemporaryDirectory(prefix="zvperf-shards-") as workdir:
         merged = merge(run_shards(gpus, pytest_args, Path(workdir)))
-    partial = output.with_name(output.name + ".partial")
-    partial.write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
-    partial.replace(output)
+    write_atomic(output, json.dumps(merged, indent=2) + "\n")
     return merged

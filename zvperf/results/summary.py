@@ -4,18 +4,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from zvperf.bench.results import Result
+from zvperf.results.schema import Result
 
 
 def _ms(result: Result | None) -> str:
     return f"{result.median * 1e3:.1f}" if result else "-"
-
-
-def peak_memory_mib(result: Result) -> float | None:
-    telemetry = result.extra.get("telemetry") or {}
-    if "torch_peak_allocated_mib" in telemetry:
-        return telemetry["torch_peak_allocated_mib"]
-    return (telemetry.get("cpu") or {}).get("rss_mib_peak")
 
 
 def rows(results: list[Result]) -> list[dict[str, str]]:
@@ -29,15 +22,15 @@ def rows(results: list[Result]) -> list[dict[str, str]]:
         solver, e2e = kinds.get("solver"), kinds.get("e2e")
         main = e2e or solver
         assert main is not None
-        speedup = main.extra.get("speedup_vs_zipvoice16")
-        memory = max((m for m in (peak_memory_mib(r) for r in kinds.values()) if m is not None), default=None)
+        speedup = main.facts.speedup_vs_zipvoice16
+        memory = max((m for m in (r.facts.peak_memory_mib for r in kinds.values()) if m is not None), default=None)
         flags = sorted({f.split(":")[0] for r in kinds.values() for f in r.flags})
         table.append(
             {
                 "configuration": config_id,
                 "solver ms": _ms(solver),
                 "e2e ms": _ms(e2e),
-                "RTF": f"{main.extra['rtf']:.4f}",
+                "RTF": f"{main.facts.rtf:.4f}",
                 "speed-up": f"{speedup:.2f}x" if speedup else "-",
                 "peak MiB": f"{memory:.0f}" if memory is not None else "-",
                 "flags": ", ".join(flags) or "-",

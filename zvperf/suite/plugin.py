@@ -15,32 +15,33 @@ from typing import Any
 
 import pytest
 
-from zvperf.bench import gating, sanity
-from zvperf.bench.benchmarks import BenchSession
-from zvperf.bench.engines import EngineCache
-from zvperf.bench.machine import machine_summary
-from zvperf.bench.matrix import Combo, Config
-from zvperf.bench.options import BenchOptions, add_options
-from zvperf.bench.results import Result, add_speedups
-from zvperf.bench.summary import summary_lines
 from zvperf.errors import ZvperfError
+from zvperf.results import sanity
+from zvperf.results.derived import add_speedups
+from zvperf.results.schema import RESULTS_FORMAT, Result
+from zvperf.results.summary import summary_lines
+from zvperf.suite.engines import EngineCache
+from zvperf.suite.machine import machine_summary
+from zvperf.suite.matrix import Combo, Config
+from zvperf.suite.options import BenchOptions, add_options
+from zvperf.suite.session import BenchSession
+from zvperf.suite.session_gate import GateRun, session_results
 
 _SESSION = pytest.StashKey[BenchSession]()
 _RESULTS = pytest.StashKey[list[Result]]()
-_GATE = pytest.StashKey[gating.GateRun]()
+_GATE = pytest.StashKey[GateRun]()
 _GATE_LINES = pytest.StashKey[list[str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
-    gating.add_options(parser)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     try:
         options = BenchOptions.from_config(config)
-        config.stash[_GATE] = gating.GateRun.from_config(config, options.device)
+        config.stash[_GATE] = GateRun.from_config(config, options.device)
     except ZvperfError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[_SESSION] = BenchSession(options, EngineCache(options))
@@ -125,9 +126,12 @@ def pytest_sessionfinish(session: pytest.Session) -> Any:
     bench = config.stash.get(_SESSION, None)
     if bench is not None and bench.benchmarks:
         bench.cache.release()
-        results = [Result.from_entry(b.stats.as_dict(include_data=True)) for b in bench.benchmarks if b.stats]
+        timed = [b for b in bench.benchmarks if b.stats]
+        results = [Result.from_entry(b.stats.as_dict(include_data=True)) for b in timed]
         add_speedups(results)
         sanity.check(results)
+        for benchmark, result in zip(timed, results, strict=True):
+            benchmark.extra_info.update(result.facts.as_dict())  # what pytest-benchmark writes to its JSON
         config.stash[_RESULTS] = results
     gate = config.stash.get(_GATE, None)
     if gate is not None and gate.active:
@@ -135,13 +139,13 @@ def pytest_sessionfinish(session: pytest.Session) -> Any:
     yield
 
 
-def _run_gate(session: pytest.Session, gate: gating.GateRun) -> None:
+def _run_gate(session: pytest.Session, gate: GateRun) -> None:
     config = session.config
     results = config.stash.get(_RESULTS, [])
     if not results:
         config.stash[_GATE_LINES] = ["zvperf gate: no benchmark results to compare or store (--benchmark-only?)"]
         return
-    lines, failed = gate.finish(gating.session_results(config, results, _session(config).options.device))
+    lines, failed = gate.finish(session_results(config, results, _session(config).options.device))
     config.stash[_GATE_LINES] = lines
     if failed and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -155,14 +159,15 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_
     options = _session(config).options
     results = config.stash.get(_RESULTS, [])
     output_json["zvperf"] = {
+        "format": RESULTS_FORMAT,
         "matrix": options.matrix_name,
         "rounds": options.rounds,
         "warmup_rounds": options.warmup_rounds,
         "text": options.text,
         "prompt_wav": options.prompt_wav.name,
-        "weights": sorted({r.extra["weights"] for r in results}),
+        "weights": sorted({r.facts.weights for r in results}),
         "injected_slowdown": options.slowdown,
-        "flags": {r.id: r.flags for r in results if r.flags},
+        "flags": {r.id: list(r.flags) for r in results if r.flags},
     }
 
 
@@ -170,7 +175,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     results = config.stash.get(_RESULTS, [])
     if results:
         options = _session(config).options
-        weights = sorted({r.extra["weights"] for r in results})
+        weights = sorted({r.facts.weights for r in results})
         header = f"zvperf summary ({options.matrix_name} matrix, {options.device}, weights: {', '.join(weights)})"
         if "synthetic" in weights:
             header += " - synthetic weights: timings are real, audio is noise"

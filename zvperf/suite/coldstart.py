@@ -1,6 +1,6 @@
 """Cold start in a fresh process: import, load (weights, device, backend build) and the first synthesis.
 
-Run as ``python -m zvperf.bench.coldstart JSON``; prints one JSON line with the phase timings.
+Run as ``python -m zvperf.suite.coldstart JSON``; prints one JSON line with the phase timings.
 A new process is the only honest cold start: in the benchmark process, caches filled by earlier
 benchmarks (allocator pools, autotuning, compiled graphs) would make a rebuilt engine look warm.
 """

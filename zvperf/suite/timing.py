@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from zvperf.bench.telemetry import Telemetry
 from zvperf.engine.device import synchronize
+from zvperf.suite.telemetry import Telemetry
 
 
 def synchronized(fn: Callable[[], Any], device: str, slowdown: float = 0.0) -> Callable[[], Any]:

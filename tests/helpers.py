@@ -1,0 +1,65 @@
+"""Test helpers: the bundled conformance cases, small models built from them, and weights folders in the official
+layout. Fixtures are in conftest.py; tests import these."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from zvperf.engine.config import read_model_json
+from zvperf.engine.tokenizer import EmiliaTokenizer
+from zvperf.engine.vocoder import save_vocos_dir, vocos_from_config
+from zvperf.engine.weights import Weights, synthetic_model
+
+DATA = Path(__file__).parent / "data"
+CONFORMANCE = DATA / "conformance"
+CASE_DIRS = sorted(p for p in CONFORMANCE.iterdir() if p.is_dir())
+
+
+# A Vocos small enough for fast tests, with the real mel-24khz front end and ISTFT head.
+TINY_VOCOS_CONFIG = {
+    "feature_extractor": {
+        "class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
+        "init_args": {"sample_rate": 24000, "n_fft": 1024, "hop_length": 256, "n_mels": 100, "padding": "center"},
+    },
+    "backbone": {
+        "class_path": "vocos.models.VocosBackbone",
+        "init_args": {"input_channels": 100, "dim": 64, "intermediate_dim": 128, "num_layers": 1},
+    },
+    "head": {
+        "class_path": "vocos.heads.ISTFTHead",
+        "init_args": {"dim": 64, "n_fft": 1024, "hop_length": 256, "padding": "center"},
+    },
+}
+
+
+def tiny_config():
+    return read_model_json(CONFORMANCE / "tiny_zipvoice" / "model.json")[0]
+
+
+def tiny_weights(model_name: str = "zipvoice_distill", seed: int = 0):
+    """Weights with the conformance cases' tiny architecture, the built-in vocabulary and a tiny Vocos."""
+    model, vocabulary = synthetic_model(model_name, seed, config=tiny_config())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vocoder = vocos_from_config(TINY_VOCOS_CONFIG, "tiny").eval()
+    return Weights(model, EmiliaTokenizer(vocabulary), vocoder, "synthetic", "tiny test weights")
+
+
+def write_official_dir(weights, directory, checkpoint="model.pt"):
+    """A model directory in the official layout, from in-memory weights."""
+    directory.mkdir(parents=True, exist_ok=True)
+    state = weights.model.state_dict()
+    if checkpoint == "model.pt":
+        torch.save({"model": state}, directory / "model.pt")
+    else:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(directory / "model.safetensors"))
+    config = {"model": weights.model.config.to_dict(), "feature": {"sampling_rate": 24000, "type": "vocos"}}
+    (directory / "model.json").write_text(json.dumps(config))
+    weights.tokenizer.vocabulary.write(directory / "tokens.txt")
+    save_vocos_dir(weights.vocoder, TINY_VOCOS_CONFIG, directory / "vocos")
+    return directory

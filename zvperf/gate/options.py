@@ -1,0 +1,30 @@
+"""The gate's command-line options, declared once for the pytest plugin (``--zv-`` prefix) and the ``zvperf``
+command (no prefix), as pytest-benchmark shares ``add_global_options(addoption, prefix)`` between its
+plugin and its CLI. ``add`` is ``pytest.OptionGroup.addoption`` or ``argparse.ArgumentParser.add_argument``:
+both take argparse's keywords."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from zvperf.gate.baselines import DEFAULT_DIR
+
+
+def add_baseline_options(add: Callable[..., Any], prefix: str = "") -> None:
+    """Where the baselines are: ``--{prefix}baselines-dir``."""
+    add(
+        f"--{prefix}baselines-dir",
+        type=Path,
+        metavar="DIR",
+        default=DEFAULT_DIR,
+        help="where the baseline files are (default: ./baselines, the repository's when run from its root)",
+    )
+
+
+def add_gate_options(add: Callable[..., Any], prefix: str = "") -> None:
+    """``--{prefix}baselines-dir`` and ``--{prefix}gate-config`` (the CLI also takes ``--config``)."""
+    add_baseline_options(add, prefix)
+    names = [f"--{prefix}gate-config"] + ([] if prefix else ["--config"])
+    add(*names, type=Path, metavar="FILE", help="gate settings (default: BASELINES_DIR/gate.toml when present)")

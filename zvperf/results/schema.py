@@ -1,0 +1,254 @@
+"""Benchmark results: one typed record of facts per benchmark, inside pytest-benchmark's JSON.
+
+pytest-benchmark writes the file (``--benchmark-json``); each benchmark's ``extra_info`` holds the
+fields of :class:`BenchmarkFacts`, ``machine_info.zvperf`` the machine, and the top-level ``zvperf``
+section the run's settings and the format number. The live plugin and ``zvperf compare|report|baseline``
+read results through this module alone, so the summary table, the sanity flags, the gate and the
+report all see the same numbers.
+
+Results format history (``zvperf.format``; a file without it is format 1):
+
+1. the suite before formats were recorded: the same ``extra_info`` fields as format 2, no number.
+2. the number, written through pytest-benchmark's ``pytest_benchmark_update_json`` hook.
+
+A file of a format this version does not know is refused with one sentence; older ones are upgraded
+on reading (``_UPGRADES``), so committed results keep loading.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from zvperf.errors import ZvperfError
+from zvperf.files import read_json
+
+RESULTS_FORMAT = 2
+KINDS = ("solver", "e2e", "text_encoder", "vocoder", "cold_start")
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkFacts:
+    """What one benchmark measured and on what: zvperf's ``extra_info``, field for key."""
+
+    kind: str  # one of KINDS
+    model: str
+    num_step: int | None  # None for the stages that do not depend on it (text encoder, vocoder)
+    backend: str
+    precision: str
+    device: str
+    weights: str  # "official" or "synthetic"
+    frames: int  # decoder frames per evaluation (prompt + speech)
+    audio_seconds: float  # speech produced by one call, all utterances of a batch together
+    rtf: float | None  # median seconds per second of audio
+    nfe: int  # decoder evaluations per call, a doubled (CFG) batch counting twice
+    ms_per_nfe: float | None
+    telemetry: Mapping[str, Any]  # zvperf.suite.telemetry's summary: cpu, gpu, torch peak memory
+    frames_bucket: int | None = None  # the fixed length asked for (--zv-lengths), None for the text's own
+    speedup_vs_zipvoice16: float | None = None  # set across the run by derived.add_speedups
+    flags: tuple[str, ...] = ()  # sanity flags, "code: detail", set across the run by sanity.check
+    # Written for the kinds that have them (KIND_KEYS), the last two only when set:
+    batch: int | None = None  # utterances solved together (solver)
+    guidance_scale: float | None = None  # solver
+    verified_error: float | None = None  # solver: relative error against torch fp32 (None: the reference)
+    stages_ms: Mapping[str, float] | None = None  # e2e: median milliseconds per pipeline stage
+    chunks: int | None = None  # e2e: text chunks synthesised
+    phases_s: Mapping[str, float] | None = None  # cold_start: import, load, first call
+    injected_slowdown: float | None = None  # --zv-inject-slowdown, when one was injected
+    shard: Mapping[str, Any] | None = None  # zvperf bench: which shard and GPU measured it
+    other: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # keys this version does not know, kept
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch or 1
+
+    @property
+    def gpu_telemetry(self) -> Mapping[str, Any]:
+        return self.telemetry.get("gpu") or {}
+
+    @property
+    def throttled(self) -> bool:
+        return bool(self.gpu_telemetry.get("throttled"))
+
+    @property
+    def peak_memory_mib(self) -> float | None:
+        """torch's peak allocation on a GPU run, else the process's peak resident memory."""
+        if "torch_peak_allocated_mib" in self.telemetry:
+            return self.telemetry["torch_peak_allocated_mib"]
+        return (self.telemetry.get("cpu") or {}).get("rss_mib_peak")
+
+    def with_flag(self, code: str, detail: str) -> BenchmarkFacts:
+        text = f"{code}: {detail}"
+        return self if text in self.flags else dataclasses.replace(self, flags=(*self.flags, text))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``extra_info`` mapping: every key of every benchmark and of its kind, the others when set."""
+        out: dict[str, Any] = {}
+        for name in _FIELDS:
+            value = getattr(self, name)
+            if name in _OPTIONAL and name not in KIND_KEYS.get(self.kind, ()) and value is None:
+                continue
+            out[name] = list(value) if name == "flags" else value
+        out.update(self.other)
+        return out
+
+    @classmethod
+    def from_dict(cls, info: Mapping[str, Any]) -> BenchmarkFacts:
+        """Raises ValueError naming the first missing key (the caller names the file and benchmark)."""
+        missing = [key for key in REQUIRED_KEYS if key not in info]
+        if missing:
+            raise ValueError(f"lacks zvperf's extra_info key {missing[0]!r}")
+        if info["kind"] not in KINDS:
+            raise ValueError(f"has an unknown kind {info['kind']!r}")
+        known = {key: info[key] for key in _FIELDS if key in info}
+        known["flags"] = tuple(info.get("flags") or ())
+        return cls(**known, other={k: v for k, v in info.items() if k not in _FIELDS})
+
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(BenchmarkFacts) if f.name != "other")
+# Written for every benchmark (the rest only when they have a value); reading needs these at least.
+REQUIRED_KEYS = (
+    "kind", "audio_seconds", "rtf", "nfe", "ms_per_nfe", "frames", "model", "num_step", "backend",
+    "precision", "device", "weights", "speedup_vs_zipvoice16", "telemetry",
+)  # fmt: skip
+_OPTIONAL = frozenset(_FIELDS[_FIELDS.index("batch") :])
+# The optional keys a kind always writes (None where it has no value: the reference has no verified error).
+KIND_KEYS = {
+    "solver": ("batch", "guidance_scale", "verified_error"),
+    "e2e": ("stages_ms", "chunks"),
+    "cold_start": ("phases_s",),
+}
+
+
+@dataclasses.dataclass
+class Result:
+    """One benchmark of a run: pytest-benchmark's statistics and raw rounds with zvperf's facts."""
+
+    name: str  # pytest's test name, e.g. test_solver[zipvoice_distill-4step-torch-fp32]
+    config_id: str  # the parametrization id
+    facts: BenchmarkFacts  # replaced (never mutated) when flags and speed-ups are added
+    stats: dict[str, Any]  # pytest-benchmark's stats: median, iqr, rounds, ...
+    data: list[float]  # raw round times in seconds (empty when the JSON was saved without them)
+
+    @property
+    def kind(self) -> str:
+        return self.facts.kind
+
+    @property
+    def id(self) -> str:
+        """``zipvoice_distill-4step-torch-fp32 solver``: what baselines and messages call a benchmark."""
+        return f"{self.config_id} {self.kind}"
+
+    @property
+    def median(self) -> float:
+        return float(self.stats["median"])
+
+    @property
+    def iqr(self) -> float:
+        return float(self.stats["iqr"])
+
+    @property
+    def spread(self) -> float:
+        """IQR / median: the relative noise of the rounds."""
+        return self.iqr / self.median if self.median else float("inf")
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return self.facts.flags
+
+    @property
+    def throttled(self) -> bool:
+        return self.facts.throttled
+
+    def flag(self, code: str, detail: str) -> None:
+        self.facts = self.facts.with_flag(code, detail)
+
+    @classmethod
+    def from_entry(cls, entry: Mapping[str, Any], source: str = "the results") -> Result:
+        """A benchmark entry as pytest-benchmark writes it (``stats.as_dict()`` live, or from the JSON)."""
+        name = entry.get("name", "?")
+        info = entry.get("extra_info")
+        if not isinstance(info, dict) or not info:
+            raise ZvperfError(f"{source}: benchmark {name!r} has no zvperf extra_info (was it run by zvperf's suite?).")
+        try:
+            facts = BenchmarkFacts.from_dict(info)
+        except ValueError as exc:
+            raise ZvperfError(f"{source}: benchmark {name!r} {exc}.") from None
+        stats = entry.get("stats")
+        if not isinstance(stats, dict) or "median" not in stats:
+            raise ZvperfError(f"{source}: benchmark {name!r} has no stats (median) from pytest-benchmark.")
+        param = entry.get("param") or name.partition("[")[2].rstrip("]")
+        rounds = entry.get("data") or stats.get("data") or []
+        return cls(name, param, facts, stats, [float(x) for x in rounds])
+
+
+@dataclasses.dataclass
+class ResultsFile:
+    path: Path
+    machine_info: dict[str, Any]
+    commit_info: dict[str, Any]
+    datetime: str
+    results: list[Result]
+    run: dict[str, Any] = dataclasses.field(default_factory=dict)  # the top-level "zvperf" section
+    format: int = RESULTS_FORMAT
+
+    @property
+    def zvperf_machine(self) -> dict[str, Any]:
+        return self.machine_info.get("zvperf", {})
+
+    @property
+    def hardware_key(self) -> str:
+        return self.zvperf_machine.get("hardware_key", "unknown")
+
+    @property
+    def commit(self) -> str:
+        """The commit id, ``+dirty`` when the tree had changes."""
+        commit = str(self.commit_info.get("id", "unknown"))
+        return commit + "+dirty" if self.commit_info.get("dirty") else commit
+
+
+def _from_format_1(document: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 had the same fields and no number."""
+    return document
+
+
+# format N -> the document in format N + 1
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_format_1}
+
+
+def results_format(document: Mapping[str, Any]) -> int:
+    section = document.get("zvperf")
+    value = section.get("format", 1) if isinstance(section, dict) else 1
+    return value if isinstance(value, int) and not isinstance(value, bool) else -1
+
+
+def load_results(path: Path | str) -> ResultsFile:
+    """Read a ``--benchmark-json`` file written by a zvperf run; bad files get one sentence naming them."""
+    path = Path(path)
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list) or "machine_info" not in data:
+        raise ZvperfError(f"{path}: not pytest-benchmark output (no 'benchmarks' list and 'machine_info').")
+    version = results_format(data)
+    if not 1 <= version <= RESULTS_FORMAT:
+        raise ZvperfError(
+            f"{path}: results format {data['zvperf'].get('format')!r} is not one this zvperf reads "
+            f"(1 to {RESULTS_FORMAT}): was it written by a newer version?"
+        )
+    for older in range(version, RESULTS_FORMAT):
+        data = _UPGRADES[older](data)
+    if not data["benchmarks"]:
+        raise ZvperfError(f"{path}: holds no benchmarks.")
+    if "zvperf" not in data["machine_info"]:
+        raise ZvperfError(f"{path}: machine_info lacks zvperf's section (was it run with the zvperf plugin?).")
+    results = [Result.from_entry(entry, str(path)) for entry in data["benchmarks"]]
+    return ResultsFile(
+        path,
+        data["machine_info"],
+        data.get("commit_info", {}),
+        data.get("datetime", ""),
+        results,
+        run=dict(data.get("zvperf") or {}),
+        format=version,
+    )

@@ -1,0 +1,132 @@
+"""The plugin's command-line options (one ``zvperf`` group) and their parsed form.
+
+Each value is checked while pytest parses the command line (argparse ``type=`` functions from
+``zvperf.argtypes``), so a bad one is a usage error naming the option before anything is built; what
+needs several options at once (the matrix, the prompt and its transcript) is checked in ``from_config``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from zvperf.argtypes import bounded_float, bounded_int, comma_list, shard
+from zvperf.backends import backend_names
+from zvperf.engine import audio
+from zvperf.engine.precision import DTYPES
+from zvperf.errors import ZvperfError
+from zvperf.gate.options import add_gate_options
+from zvperf.suite.matrix import MIN_FRAMES, MODELS, PRESETS, Matrix, expand
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("zvperf", "zvperf: ZipVoice inference benchmarks")
+    add = group.addoption
+    add("--zv-matrix", choices=list(PRESETS), help="preset rows: quick (CPU default), guide (CUDA default), full")
+    add("--zv-models", type=comma_list(str, lambda: MODELS), help=f"comma list: {','.join(MODELS)}")
+    add("--zv-steps", type=comma_list(bounded_int(1)), help="comma list of Euler step counts, replacing the matrix's")
+    add(
+        "--zv-backends",
+        type=comma_list(str, backend_names),
+        help=f"comma list of backends ({', '.join(backend_names())})",
+    )
+    add(
+        "--zv-precision",
+        type=comma_list(str, lambda: list(DTYPES)),
+        help=f"comma list of precisions ({', '.join(DTYPES)})",
+    )
+    add(
+        "--zv-lengths",
+        type=comma_list(bounded_int(MIN_FRAMES)),
+        help="comma list of decoder frame counts (prompt + speech), e.g. 375,1000,1800,3000",
+    )
+    add(
+        "--zv-batch",
+        type=comma_list(bounded_int(1)),
+        help="comma list of batch sizes for the solver benchmark, e.g. 1,4",
+    )
+    add("--zv-device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda when available")
+    add("--zv-weights", default="auto", help="DIR, hub, synthetic, or auto (hub cache, else synthetic)")
+    add("--zv-text", default=audio.DEMO_TEXT, help="the sentence to synthesise")
+    add("--zv-prompt-wav", type=Path, default=audio.DEMO_PROMPT_WAV, help="prompt audio (default: the bundled demo)")
+    add("--zv-prompt-text", help="transcript of --zv-prompt-wav (required when it is given)")
+    add("--zv-rounds", type=bounded_int(1), help="timed rounds per benchmark (default: the matrix's)")
+    add("--zv-warmup", type=bounded_int(0), help="untimed warm-up rounds per benchmark (default: the matrix's)")
+    add("--zv-shard", type=shard, default=(0, 1), help="I/N: run only the I-th of N shards of the matrix")
+    add(
+        "--zv-inject-slowdown",
+        type=bounded_float(0, 10),
+        default=0.0,
+        help="delay every timed call by this fraction of its own duration (0.25 = 25%% slower): "
+        "a fake regression for testing the gate",
+    )
+    add(
+        "--zv-gate", action="store_true", help="judge every result against its baseline; fail on a significant slowdown"
+    )
+    add(
+        "--zv-update-baseline",
+        action="store_true",
+        help="merge this run's results into the baseline file for this hardware (previous values kept for revert)",
+    )
+    add_gate_options(add, prefix="zv-")
+
+
+@dataclasses.dataclass
+class BenchOptions:
+    matrix_name: str
+    matrix: Matrix
+    device: str
+    device_problem: str | None  # why the requested device cannot run here (benchmarks skip with it)
+    weights: str
+    text: str
+    prompt_wav: Path
+    prompt_text: str
+    rounds: int
+    warmup_rounds: int
+    cold_rounds: int
+    slowdown: float
+    shard: tuple[int, int]  # (index, count): this process times configurations index, index + count, ...
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> BenchOptions:
+        get = config.getoption
+        requested = get("zv_device")
+        cuda = torch.cuda.is_available()
+        device = ("cuda" if cuda else "cpu") if requested == "auto" else requested
+        problem = "no CUDA device is available" if device == "cuda" and not cuda else None
+        name = get("zv_matrix") or ("guide" if device == "cuda" else "quick")
+        matrix = expand(
+            name,
+            models=get("zv_models"),
+            steps=get("zv_steps"),
+            backends=get("zv_backends"),
+            precisions=get("zv_precision"),
+            lengths=get("zv_lengths"),
+            batches=get("zv_batch"),
+        )
+        prompt_wav = Path(get("zv_prompt_wav"))
+        prompt_text = get("zv_prompt_text")
+        if prompt_text is None:
+            if prompt_wav != audio.DEMO_PROMPT_WAV:
+                raise ZvperfError(f"--zv-prompt-text is required with --zv-prompt-wav {prompt_wav}.")
+            prompt_text = audio.DEMO_PROMPT_TEXT
+        rounds = get("zv_rounds") or matrix.rounds
+        warmup = matrix.warmup_rounds if get("zv_warmup") is None else get("zv_warmup")
+        return cls(
+            matrix_name=name,
+            matrix=matrix,
+            device=device,
+            device_problem=problem,
+            weights=get("zv_weights"),
+            text=get("zv_text"),
+            prompt_wav=prompt_wav,
+            prompt_text=prompt_text,
+            rounds=rounds,
+            warmup_rounds=warmup,
+            cold_rounds=min(rounds, matrix.cold_rounds),
+            slowdown=get("zv_inject_slowdown"),
+            shard=get("zv_shard"),
+        )

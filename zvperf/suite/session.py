@@ -1,0 +1,56 @@
+"""One pytest session's benchmark state: the options, the engine cache, and the benchmarks timed so far."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import torch
+
+from zvperf.errors import ZvperfError
+from zvperf.suite.engines import Engine, EngineCache, VerificationError
+from zvperf.suite.matrix import Combo, Config
+from zvperf.suite.options import BenchOptions
+
+
+@dataclasses.dataclass
+class BenchSession:
+    options: BenchOptions
+    cache: EngineCache
+    benchmarks: list[Any] = dataclasses.field(default_factory=list)  # pytest-benchmark fixtures, in run order
+
+    @contextmanager
+    def out_of_memory_skips(self, what: str) -> Iterator[None]:
+        """Running out of device memory ``what`` (building, running, timing) releases the engine and skips the
+        benchmark with the allocator's message: the next configuration still gets the whole device."""
+        try:
+            yield
+        except torch.cuda.OutOfMemoryError as exc:
+            self.cache.release()
+            pytest.skip(f"out of memory {what}: {str(exc).splitlines()[0]}")
+
+    def engine(self, config: Config) -> Engine:
+        """The built engine, or a skip with the reason it cannot run here (never a failure)."""
+        if self.options.device_problem:
+            pytest.skip(self.options.device_problem)
+        with self.out_of_memory_skips(f"building {config.id}"):
+            try:
+                return self.cache.get(config)
+            except ZvperfError as exc:
+                pytest.skip(str(exc))
+
+    def verified_engine(self, combo: Combo) -> Engine:
+        """The engine, its output checked against torch fp32 at this shape: a mismatch fails the benchmark
+        with the measured error (never timed); a shape the backend cannot take is a skip."""
+        engine = self.engine(combo.config)
+        with self.out_of_memory_skips(f"running {combo.id}"):
+            try:
+                engine.verify(combo.frames, combo.batch, combo.num_step)
+            except VerificationError as exc:
+                pytest.fail(str(exc), pytrace=False)
+            except ZvperfError as exc:
+                pytest.skip(str(exc))
+        return engine
