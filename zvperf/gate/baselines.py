@@ -36,7 +36,7 @@ from zvperf.errors import ZvperfError
 from zvperf.files import locked, write_atomic
 from zvperf.results.schema import Result, ResultsFile
 from zvperf.results.stores import SOFTWARE_KEYS as SOFTWARE_KEYS  # re-exported: the gate names them from here
-from zvperf.results.stores import key_path, keys_in, order_statistics, run_versions
+from zvperf.results.stores import key_path, keys_in, machine_summary, order_statistics, run_versions
 
 BASELINE_FORMAT = 2
 DEFAULT_DIR = Path("baselines")  # relative to the current directory: run from the repository root
@@ -183,12 +183,6 @@ def read(path: Path) -> BaselineFile | None:
     return BaselineFile(path, str(document.get("hardware_key", path.stem)), document.get("machine") or {}, entries)
 
 
-def _machine(results: ResultsFile) -> dict[str, Any]:
-    facts = results.zvperf_machine
-    gpu = facts.get("gpu") or {}
-    return {"cpu": facts.get("cpu"), "cpu_cores": facts.get("cpu_cores"), "gpu": gpu.get("name")}
-
-
 @dataclasses.dataclass
 class UpdateSummary:
     path: Path
@@ -254,7 +248,7 @@ def update(directory: Path, *runs: ResultsFile) -> UpdateSummary:
     new = {name: Entry.pooled(pairs) for name, pairs in measured.items() if name not in summary.skipped}
     with locked(path):
         current = read(path) or BaselineFile(path, runs[0].hardware_key, {}, {})
-        current.machine = _machine(runs[0])
+        current.machine = machine_summary(runs[0])
         for name, entry in new.items():
             old = current.entries.get(name)
             if old is not None:

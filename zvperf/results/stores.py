@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from zvperf.errors import ZvperfError
 from zvperf.results.schema import ResultsFile
@@ -22,6 +23,13 @@ def run_versions(results: ResultsFile) -> dict[str, str | None]:
     versions = {key: software.get(key) for key in SOFTWARE_KEYS}
     versions["driver"] = gpu.get("driver")
     return versions
+
+
+def machine_summary(results: ResultsFile) -> dict[str, Any]:
+    """What a hardware key stands for: the CPU model and cores, the GPU's name."""
+    facts = results.zvperf_machine
+    gpu = facts.get("gpu") or {}
+    return {"cpu": facts.get("cpu"), "cpu_cores": facts.get("cpu_cores"), "gpu": gpu.get("name")}
 
 
 def key_path(directory: Path, hardware_key: str, suffix: str) -> Path:
