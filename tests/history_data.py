@@ -98,9 +98,9 @@ def write_run(folder: Path, k: int, **options: Any) -> Path:
     return path
 
 
-def write_runs(folder: Path, runs: range = range(RUNS)) -> list[Path]:
+def write_runs(folder: Path, runs: range = range(RUNS), key: str = KEY) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    return [write_run(folder, k) for k in runs]
+    return [write_run(folder, k, key=key) for k in runs]
 
 
 def append_many(directory: Path, runs: range, start: multiprocessing.synchronize.Barrier) -> None:

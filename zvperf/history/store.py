@@ -290,12 +290,6 @@ class Run:
         """Raises ValueError saying what is wrong (the caller names the file and line)."""
         if not isinstance(value, dict) or not isinstance(value.get("configs"), dict):
             raise ValueError("is not a run (a JSON object with a 'configs' object)")
-        version = value.get("format")
-        if version not in range(1, HISTORY_FORMAT + 1):
-            raise ValueError(
-                f"has format {version!r}, not one this zvperf reads (1 to {HISTORY_FORMAT}): was it written by a "
-                "newer version?"
-            )
         configurations = {}
         for config_id, configuration in value["configs"].items():
             try:
@@ -330,7 +324,16 @@ def parse(text: str, path: Path) -> list[Run]:
         if not line.strip():
             continue
         try:
-            runs.append(Run.from_json(json.loads(line)))
+            value = json.loads(line)
+            version = value.get("format") if isinstance(value, dict) else None
+            if isinstance(version, int) and version > HISTORY_FORMAT:
+                raise ZvperfError(
+                    f"history file {path} line {number} has format {version}, newer than this zvperf reads "
+                    f"(1 to {HISTORY_FORMAT}): upgrade zvperf; the file was not changed."
+                )
+            if version not in range(1, HISTORY_FORMAT + 1):
+                raise ValueError(f"has no known format number ({version!r})")
+            runs.append(Run.from_json(value))
         except json.JSONDecodeError as exc:
             raise ZvperfError(f"history file {path} line {number} is not valid JSON ({exc.msg}): {keep}.") from None
         except ValueError as exc:
