@@ -103,7 +103,8 @@ def _commit_axis(found: list[Trend]) -> dict[str, int]:
 def history_figure(model: str, found: list[Trend], release: Release | None) -> Figure:
     """Median solver and end-to-end time over the commits: a line per configuration (steps, backend-precision),
     each commit's point filled, or hollow where a run was flagged noisy or throttled; a cross where the level
-    changed, its fitted levels dashed, and the release the regressions are counted from as a vertical line.
+    changed, its fitted levels dashed, and the ``release`` the trends counted regressions from (their ``since``) as
+    a vertical line.
 
     Each artist has a gid the tests find it by: ``<variant>`` (the line), ``<variant> hollow``,
     ``<variant> changes``, ``release``."""
