@@ -371,3 +371,14 @@ def test_a_broken_history_file_is_named_and_left_unchanged(tmp_path, capsys, sec
         line = error(capsys, *args, "--history-dir", str(tmp_path / "h"))
         assert line.startswith(f"zvperf history: error: history file {history} {message}"), line
     assert history.read_bytes() == before
+
+
+def test_results_without_a_hardware_key_are_refused(tmp_path, capsys):
+    document = synthetic.results_document(0)
+    del document["machine_info"]["zvperf"]["hardware_key"]
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(document))
+    assert error(capsys, "add", str(path), "--history-dir", str(tmp_path / "h")) == (
+        f"zvperf history: error: {path}: machine_info.zvperf has no hardware_key to file the history under."
+    )
+    assert not (tmp_path / "h").exists()

@@ -36,12 +36,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so that matplotlib and Jinja2 load only for this command.
-    from zvperf.report.render import update_report, write_report
+    from zvperf.report.render import Request, update_report, write_report
 
+    request = Request(args.results, args.lang, args.template, args.history, args.since)
     if args.update is not None:
-        update_report(args.results, args.lang, args.update, args.template, args.history, args.since)
+        update_report(request, args.update)
         print(f"updated {args.update}")
     else:
-        write_report(args.results, args.lang, args.output, args.template, args.history, args.since)
+        write_report(request, args.output)
         print(f"wrote {args.output}")
     return 0

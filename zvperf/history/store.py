@@ -66,7 +66,7 @@ def _optional(value: Any, digits: int) -> float | None:
 
 def _number(value: Any, what: str) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"has a {what} that is not a non-negative number ({value!r})")
+        raise ValueError(f"{what} is not a non-negative number ({value!r})")
     return float(value)
 
 
@@ -119,18 +119,19 @@ class Measurement:
         return value
 
     @classmethod
-    def from_json(cls, value: Any) -> Measurement:
-        """Raises ValueError saying what is wrong (the caller names the file, line and benchmark)."""
+    def from_json(cls, value: Any, where: str) -> Measurement:
+        """Raises ValueError starting with ``where`` (the benchmark) saying what is wrong (the caller names the file
+        and line)."""
         if not isinstance(value, dict) or "median_ms" not in value:
-            raise ValueError("is not a measurement (a JSON object with 'median_ms')")
+            raise ValueError(f"{where} is not a measurement (a JSON object with 'median_ms')")
         data = value.get("data_ms") or []
         if not isinstance(data, list):
-            raise ValueError("has a 'data_ms' that is not a list of round times")
+            raise ValueError(f"{where} has a 'data_ms' that is not a list of round times")
         return cls(
-            median=_number(value["median_ms"], "median_ms") / 1e3,
-            iqr=_number(value.get("iqr_ms", 0), "iqr_ms") / 1e3,
+            median=_number(value["median_ms"], f"{where} median_ms") / 1e3,
+            iqr=_number(value.get("iqr_ms", 0), f"{where} iqr_ms") / 1e3,
             rounds=int(value.get("rounds") or len(data)),
-            data=tuple(_number(x, "round time") / 1e3 for x in data),
+            data=tuple(_number(x, f"{where} round time") / 1e3 for x in data),
             rtf=value.get("rtf"),
             peak_memory_mib=value.get("peak_mib"),
             joules_per_audio_second=value.get("j_per_audio_s"),
@@ -181,20 +182,20 @@ class Configuration:
         return value
 
     @classmethod
-    def from_json(cls, value: Any) -> Configuration:
-        """Raises ValueError saying what is wrong (the caller names the file, line and configuration)."""
+    def from_json(cls, value: Any, config_id: str) -> Configuration:
+        """Raises ValueError naming the configuration and saying what is wrong (the caller names the file and
+        line)."""
+        where = f"configuration {config_id!r}"
         if not isinstance(value, dict):
-            raise ValueError("is not a JSON object")
+            raise ValueError(f"{where} is not a JSON object")
         missing = [key for key in ("model", "backend", "precision") if key not in value]
         if missing:
-            raise ValueError(f"has no {missing[0]!r}")
-        measurements = {}
-        for kind, measurement in value.items():
-            if kind not in _DESCRIPTION:
-                try:
-                    measurements[kind] = Measurement.from_json(measurement)
-                except ValueError as exc:
-                    raise ValueError(f"{kind} {exc}") from None
+            raise ValueError(f"{where} has no {missing[0]!r}")
+        measurements = {
+            kind: Measurement.from_json(measurement, f"{where} {kind}")
+            for kind, measurement in value.items()
+            if kind not in _DESCRIPTION
+        }
         return cls(
             model=str(value["model"]),
             num_step=value.get("steps"),
@@ -290,12 +291,7 @@ class Run:
         """Raises ValueError saying what is wrong (the caller names the file and line)."""
         if not isinstance(value, dict) or not isinstance(value.get("configs"), dict):
             raise ValueError("is not a run (a JSON object with a 'configs' object)")
-        configurations = {}
-        for config_id, configuration in value["configs"].items():
-            try:
-                configurations[config_id] = Configuration.from_json(configuration)
-            except ValueError as exc:
-                raise ValueError(f"configuration {config_id!r} {exc}") from None
+        configs = value["configs"]
         return cls(
             hardware_key=str(value.get("hardware_key", "unknown")),
             commit=str(value.get("commit", "unknown")),
@@ -303,7 +299,7 @@ class Run:
             date=str(value.get("date", "")),
             versions=dict(value.get("versions") or {}),
             machine=dict(value.get("machine") or {}),
-            configurations=configurations,
+            configurations={config_id: Configuration.from_json(c, config_id) for config_id, c in configs.items()},
         )
 
 

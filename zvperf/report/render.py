@@ -71,26 +71,31 @@ class Report:
             draw(directory)
 
 
-def build(
-    paths: list[Path],
-    lang: str,
-    out: Path,
-    template: Path | None = None,
-    history: Path | None = None,
-    since: str | None = None,
-) -> Report:
-    """Read the results (and the ``history`` folder's files of their hardware keys), derive the tables and render
-    the markdown for a report saved as ``out``; ``since`` names the release regressions are counted from."""
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """What to render: the results files, in which language or through which template, and the history to add."""
+
+    paths: list[Path]
+    lang: str
+    template: Path | None = None  # a Jinja2 template of one's own instead of the bundled one for ``lang``
+    history: Path | None = None  # the history folder (``--history``): adds each hardware key's trends
+    since: str | None = None  # the release standing regressions are counted from (default: the latest tag)
+
+
+def build(request: Request, out: Path) -> Report:
+    """Read the results (and the history files of their hardware keys), derive the tables and render the markdown
+    for a report saved as ``out``."""
+    lang, template, history = request.lang, request.template, request.history
     if lang not in LANGS:
         raise ZvperfError(f"--lang {lang!r} is not one of {', '.join(LANGS)}.")
-    if history is None and since is not None:
+    if history is None and request.since is not None:
         raise ZvperfError("--since counts regressions in the history: it needs --history DIR.")
     if history is not None and not history.is_dir():
         raise ZvperfError(f"--history {history}: folder not found.")
     jinja_template = load_template(lang, template)  # before the results: a bad template fails fast
-    files = [load_results(path) for path in paths]
+    files = [load_results(path) for path in request.paths]
     sections = tables.sections(files)
-    release = find_release(since, Path.cwd()) if history is not None else None
+    release = find_release(request.since, Path.cwd()) if history is not None else None
     multi = len(sections) > 1
     figures: list[Callable[[Path], None]] = []
     contexts = []
@@ -130,33 +135,20 @@ def _check_target(path: Path) -> None:
         raise ZvperfError(f"{path}: its folder {path.parent} does not exist.")
 
 
-def write_report(
-    paths: list[Path],
-    lang: str,
-    out: Path,
-    template: Path | None = None,
-    history: Path | None = None,
-    since: str | None = None,
-) -> None:
+def write_report(request: Request, out: Path) -> None:
     """Render a whole report to ``out`` (overwriting it) and its figures next to it."""
     _check_target(out)
-    report = build(paths, lang, out, template, history, since)
+    report = build(request, out)
     report.write_figures(out.parent)
     write_atomic(out, report.markdown)
 
 
-def update_report(
-    paths: list[Path],
-    lang: str,
-    target: Path,
-    template: Path | None = None,
-    history: Path | None = None,
-    since: str | None = None,
-) -> None:
+def update_report(request: Request, target: Path) -> None:
     """Rewrite only the marker blocks of ``target`` with freshly rendered ones; all other bytes stay as they are."""
     document = read_text(target, f"--update {target}")  # bytes as they are: the prose must survive unchanged
-    report = build(paths, lang, target, template, history, since)
-    fresh = markers.contents(report.markdown, str(template or f"the bundled {lang} template"))
+    report = build(request, target)
+    source = str(request.template or f"the bundled {request.lang} template")
+    fresh = markers.contents(report.markdown, source)
     updated = markers.update(document, fresh, str(target))
     report.write_figures(target.parent)
     write_atomic(target, updated)
