@@ -73,6 +73,10 @@ def sparkline(values: Sequence[float]) -> str:
     return "".join(SPARKS[round((v - low) / (high - low) * (len(SPARKS) - 1))] for v in values)
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def _at(trend: trends.Trend, change: trends.Change) -> str:
     return f"{change.commit[:12]} ({trend.points[change.index].time[:10]})"
 
@@ -87,8 +91,8 @@ def trend_lines(trend: trends.Trend) -> list[str]:
     points = trend.points
     first, last = points[0].median, points[-1].median
     lines = [
-        f"{trend.benchmark}: {seconds(first)} -> {seconds(last)} ({last / first - 1:+.1%}) over {len(points)} "
-        f"commit{'s' if len(points) > 1 else ''}  {sparkline([p.median for p in points])}"
+        f"{trend.benchmark}: {seconds(first)} -> {seconds(last)} ({last / first - 1:+.1%}) over "
+        f"{_count(len(points), 'commit')}  {sparkline([p.median for p in points])}"
     ]
     for change in trend.changes:
         direction = "slower" if change.ratio > 0 else "faster"
@@ -139,7 +143,7 @@ def _show(args: argparse.Namespace) -> None:
             raise ZvperfError(f"there is no history file {path}.")
         found = trends.trends(runs, release, select)
         commits = len({run.commit for run in runs})
-        print(f"{path}: {key}, {len(runs)} runs of {commits} commits")
+        print(f"{path}: {key}, {_count(len(runs), 'run')} of {_count(commits, 'commit')}")
         if not found:
             print(f"  no benchmark matches -k {args.keyword!r}")
             continue
