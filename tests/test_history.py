@@ -382,3 +382,17 @@ def test_results_without_a_hardware_key_are_refused(tmp_path, capsys):
         f"zvperf history: error: {path}: machine_info.zvperf has no hardware_key to file the history under."
     )
     assert not (tmp_path / "h").exists()
+
+
+def test_a_change_of_level_names_the_software_that_changed_with_it(tmp_path, capsys, outside_git):
+    paths = []
+    for k in range(30):
+        path = tmp_path / f"run{k}.json"
+        torch = "2.12.0" if k >= synthetic.STEP_AT else "2.11.0"
+        path.write_text(json.dumps(synthetic.results_document(k, torch=torch)))
+        paths.append(str(path))
+    assert main(["history", "add", *paths, "--history-dir", str(tmp_path / "h")]) == 0
+    capsys.readouterr()
+    step = show(capsys, tmp_path / "h", "-k", f"{synthetic.STEP_CONFIG} and solver")[f"{synthetic.STEP_CONFIG} solver"]
+    (change,) = [line for line in step if "level changed" in line]
+    assert change.endswith("slower); also changed: torch 2.11.0 -> 2.12.0"), change

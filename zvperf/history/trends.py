@@ -61,8 +61,7 @@ class Point:
 
     commit: str
     time: str  # the commit's date (or the run's), ISO 8601
-    median: float  # seconds
-    runs: int  # how many runs of the commit it pools
+    median: float  # seconds: the median of the commit's runs' medians
     doubtful: bool  # some run of the commit was flagged noisy or throttled
     versions: Mapping[str, str | None]
 
@@ -118,22 +117,19 @@ class Trend:
     def model(self) -> str:
         return self.configuration.model
 
-    def level_at(self, index: int) -> float:
-        return next(level for first, end, level in self.levels if first <= index < end)
 
-
-def _moment(stamp: str) -> dt.datetime:
+def moment(stamp: str) -> dt.datetime:
     """An ISO 8601 time, comparable with any other (one without a zone is taken as UTC)."""
     try:
-        moment = dt.datetime.fromisoformat(stamp)
+        parsed = dt.datetime.fromisoformat(stamp)
     except ValueError:
         return dt.datetime.min.replace(tzinfo=dt.timezone.utc)
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
 def _by_commit(runs: Sequence[Run]) -> list[list[Run]]:
     """The runs grouped by commit, the commits in the order of their dates (then of the runs')."""
-    ordered = sorted(runs, key=lambda run: (_moment(run.time), _moment(run.date)))
+    ordered = sorted(runs, key=lambda run: (moment(run.time), moment(run.date)))
     groups: dict[str, list[Run]] = {}
     for run in ordered:
         groups.setdefault(run.commit, []).append(run)
@@ -177,7 +173,7 @@ def _release_index(points: Sequence[Point], release: Release | None) -> int:
     same = [i for i, point in enumerate(points) if point.commit.removesuffix("+dirty") == release.commit]
     if same:
         return same[-1]
-    before = [i for i, point in enumerate(points) if _moment(point.time) <= _moment(release.time)]
+    before = [i for i, point in enumerate(points) if moment(point.time) <= moment(release.time)]
     return before[-1] if before else 0
 
 
@@ -199,7 +195,6 @@ def _point(runs: Sequence[Run], benchmark: str) -> tuple[Point, Configuration] |
         commit=last.commit,
         time=last.time,
         median=statistics.median(measurement.median for _, _, measurement in found),
-        runs=len(found),
         doubtful=any(measurement.doubtful for _, _, measurement in found),
         versions=last.versions,
     )

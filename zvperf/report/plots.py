@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from zvperf.history.releases import Release  # noqa: E402
-from zvperf.history.trends import Trend  # noqa: E402
+from zvperf.history.trends import Trend, moment  # noqa: E402
 from zvperf.report.tables import Row, Section, fmt_rtf  # noqa: E402
 from zvperf.report.trends import PLOTTED_KINDS, History  # noqa: E402
 
@@ -96,8 +96,11 @@ MAX_COMMIT_LABELS = 12
 
 def _commit_axis(found: list[Trend]) -> dict[str, int]:
     """Every commit the trends measured, in order: its position on the x axis."""
-    ordered = sorted({(point.time, point.commit) for trend in found for point in trend.points})
-    return {commit: x for x, (_, commit) in enumerate(dict.fromkeys(ordered))}
+    x_of: dict[str, int] = {}
+    points = sorted((point for trend in found for point in trend.points), key=lambda point: moment(point.time))
+    for point in points:
+        x_of.setdefault(point.commit, len(x_of))
+    return x_of
 
 
 def history_figure(model: str, found: list[Trend], release: Release | None) -> Figure:
