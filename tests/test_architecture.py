@@ -1,7 +1,7 @@
 """The package's layers: each imports only from the layers below it, and the torch-free ones stay torch-free.
 
-cli -> report -> suite -> gate / results -> backends -> engine -> files, errors, argtypes
-(gate may use results, never the reverse; report uses results alone).
+cli -> report -> suite -> gate / history / results -> backends -> engine -> files, errors, argtypes
+(gate and history may use results, never the reverse nor each other; report uses results and reads the history).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ LAYERS = {
     "report": 7,
     "suite": 6,
     "gate": 5,  # gate and results are one layer, the gate judging results: the gate sits just above
+    "history": 5,  # beside the gate: the history keeps results, it does not judge them
     "results": 4,
     "backends": 3,
     "models": 2.5,  # the public import path of the engine's models
@@ -33,8 +34,13 @@ LAYERS = {
     "errors": 0.5,
     "__init__": 0,  # the package's version string
 }
-# Beyond the layer order: the report is built from results alone.
-ONLY = {"report": {"report", "results", "files", "errors"}}
+# Beyond the layer order: the report is built from results (and the history's runs); the history keeps results alone.
+ONLY = {
+    "report": {"report", "results", "history", "files", "errors"},
+    "history": {"history", "results", "files", "errors"},
+}
+# The module that writes the history: the report reads the history and must not import it.
+HISTORY_WRITER = "zvperf.history.writer"
 
 
 def _part(module: str) -> str:
@@ -82,6 +88,16 @@ def test_every_module_imports_only_from_its_own_layer_or_below():
     assert not problems, "\n".join(problems)
 
 
+def test_the_report_reads_the_history_but_never_writes_it():
+    writers = [
+        f"{path.relative_to(ROOT)} imports {target}"
+        for path in sorted((PACKAGE / "report").rglob("*.py"))
+        for target in _imports(path)
+        if target == HISTORY_WRITER or target.startswith(f"{HISTORY_WRITER}.")
+    ]
+    assert not writers, writers
+
+
 def test_the_layer_table_covers_every_part_of_the_package():
     parts = {_part(_module_name(path)) for path in PACKAGE.rglob("*.py")}
     assert parts <= set(LAYERS), parts - set(LAYERS)
@@ -94,8 +110,9 @@ def _loaded_after(code: str) -> set[str]:
     return set(json.loads(completed.stdout.strip().splitlines()[-1]))
 
 
-def test_results_and_gate_import_neither_torch_nor_pytest():
-    modules = [_module_name(path) for folder in ("results", "gate") for path in sorted((PACKAGE / folder).glob("*.py"))]
+def test_results_gate_and_history_import_neither_torch_nor_pytest():
+    folders = ("results", "gate", "history")
+    modules = [_module_name(path) for folder in folders for path in sorted((PACKAGE / folder).glob("*.py"))]
     loaded = _loaded_after("\n".join(f"import {name}" for name in modules))
     assert not loaded & {"torch", "pytest", "_pytest"}
 
@@ -106,6 +123,8 @@ def test_results_and_gate_import_neither_torch_nor_pytest():
         ["compare", "tests/data/report/cpu.json", "--baselines-dir", "baselines"],
         ["report", "tests/data/report/cpu.json", "--lang", "en", "-o", "{tmp}/report.md"],
         ["baseline", "show", "--hardware-key", "cpu-amd-epyc-2c"],
+        ["history", "add", "tests/data/report/cpu.json", "--history-dir", "{tmp}/history"],
+        ["export", "--format", "bencher", "tests/data/report/cpu.json", "-o", "{tmp}/bmf.json"],
         ["--help"],
     ],
     ids=lambda argv: argv[0],

@@ -16,10 +16,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import pytest
 from PIL import Image
 
+from tests import history_data as synthetic
 from zvperf.cli import main
+from zvperf.history.releases import Release
+from zvperf.report import plots
+from zvperf.report import trends as report_trends
 
 DATA = Path(__file__).parent / "data" / "report"
 CPU, GPU = DATA / "cpu.json", DATA / "gpu.json"
@@ -361,3 +366,88 @@ def test_output_must_be_a_file_in_an_existing_folder(tmp_path, capsys):
     assert f"{tmp_path}: is a folder" in error(capsys, str(CPU), "-o", str(tmp_path))
     missing = tmp_path / "guide.md"
     assert f"--update {missing}: file not found" in error(capsys, str(CPU), "--update", str(missing))
+
+
+# --- history --------------------------------------------------------------------------------------------------
+
+CPU_KEY = "cpu-amd-epyc-2c"
+STEP_COMMIT = synthetic.commit_id(synthetic.STEP_AT)
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic 40-commit history (tests/history_data.py) recorded under the CPU fixture's hardware key."""
+    folder = tmp_path_factory.mktemp("history")
+    paths = synthetic.write_runs(folder / "results", key=CPU_KEY)
+    assert main(["history", "add", *map(str, paths), "--history-dir", str(folder / "history")]) == 0
+    return folder / "history"
+
+
+@pytest.mark.parametrize("lang", ["ja", "en"])
+def test_history_section_has_a_trend_plot_per_model_and_the_standing_regressions(tmp_path, monkeypatch, history, lang):
+    monkeypatch.chdir(tmp_path)  # no git checkout here: regressions are counted from the start of the history
+    out = tmp_path / "guide.md"
+    assert main(["report", str(CPU), "--history", str(history), "--lang", lang, "-o", str(out)]) == 0
+    block = blocks(out.read_text(encoding="utf-8"))["history"]
+    for model in ("zipvoice", "zipvoice_distill"):
+        figure = f"guide-history-{model}.png"
+        assert f"]({figure})" in block
+        with Image.open(tmp_path / figure) as image:
+            assert image.format == "PNG" and image.size[0] > 800
+            image.verify()
+    rows = table(block)
+    assert set(rows) == {f"{synthetic.STEP_CONFIG} solver", f"{synthetic.STEP_CONFIG} e2e"}
+    for name, (commit, date, before, after, change) in rows.items():
+        kind = name.rpartition(" ")[2]
+        assert commit == f"`{STEP_COMMIT[:12]}`" and date == "2026-01-24"
+        assert float(before) == pytest.approx(synthetic.level(synthetic.STEP_CONFIG, kind, 0) * 1e3, rel=0.02)
+        assert float(after) == pytest.approx(synthetic.level(synthetic.STEP_CONFIG, kind, 39) * 1e3, rel=0.02)
+        assert change.startswith("+") and 8 <= float(change.strip("+%")) <= 12
+    drifting = [line for line in block.splitlines() if line.startswith("- `")]
+    assert {line.split("`")[1] for line in drifting} == {f"{synthetic.DRIFT_CONFIG} {k}" for k in ("solver", "e2e")}
+    assert ("40 runs of 40 commits" in block) == (lang == "en") and ("40 コミット分、40 回の計測" in block) == (
+        lang == "ja"
+    )
+
+
+def test_history_plot_draws_each_configuration_with_its_change_points_and_hollow_flagged_runs(history):
+    release = Release("v1.0", synthetic.commit_id(10), synthetic.commit_time(10))
+    recorded = report_trends.load(history, CPU_KEY, release)
+    figure = plots.history_figure("zipvoice_distill", recorded.by_model["zipvoice_distill"], release)
+    try:
+        for ax, kind in zip(figure.axes, ("solver", "e2e"), strict=True):
+            lines = {line.get_gid(): line for line in ax.get_lines() if line.get_gid()}
+            variants = ("4step torch-fp32", "2step torch-fp32")  # the model's two configurations
+            assert set(lines) == {f"{v}{part}" for v in variants for part in ("", " hollow", " changes")} | {"release"}
+            for variant, config_id in zip(variants, (synthetic.STEP_CONFIG, synthetic.FLAT_CONFIG), strict=True):
+                line = lines[variant]
+                assert list(line.get_xdata()) == list(range(synthetic.RUNS)) and line.get_label() == variant
+                expected = [synthetic.level(config_id, kind, k) * 1e3 for k in range(synthetic.RUNS)]
+                assert list(line.get_ydata()) == pytest.approx(expected, rel=0.05)
+            assert list(lines["4step torch-fp32 changes"].get_xdata()) == [synthetic.STEP_AT]
+            assert list(lines["2step torch-fp32 changes"].get_xdata()) == []
+            hollow = lines["2step torch-fp32 hollow"]
+            assert list(hollow.get_xdata()) == (list(synthetic.DOUBTFUL) if kind == "solver" else [])
+            assert hollow.get_markerfacecolor() == "white" and list(lines["4step torch-fp32 hollow"].get_xdata()) == []
+            assert list(lines["release"].get_xdata()) == [10, 10]
+    finally:
+        plt.close(figure)
+
+
+def test_history_for_keys_without_a_file_and_bad_history_options(tmp_path, monkeypatch, capsys, history):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "guide.md"
+    assert main(["report", str(CPU), str(GPU), "--history", str(history), "--lang", "en", "-o", str(out)]) == 0
+    sections = blocks(out.read_text(encoding="utf-8"))
+    assert "| `zipvoice_distill-4step-torch-fp32 solver` |" in sections[f"history/{CPU_KEY}"]
+    assert sections["history/nvidia-h100-80gb-hbm3"].strip() == (
+        f"No history is recorded for nvidia-h100-80gb-hbm3 in `{history}` "
+        "(`zvperf history add RESULTS.json` records a run)."
+    )
+    missing = tmp_path / "nowhere"
+    assert error(capsys, str(CPU), "--history", str(missing), "-o", str(out)).endswith(
+        f"--history {missing}: folder not found."
+    )
+    assert error(capsys, str(CPU), "--since", "v1.0", "-o", str(out)).endswith(
+        "--since counts regressions in the history: it needs --history DIR."
+    )

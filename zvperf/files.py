@@ -1,5 +1,5 @@
-"""The user's files: reading them with one clear sentence for each way it can go wrong, and replacing them
-atomically, so that a reader (or a crash) never sees half a file."""
+"""The user's files: reading them with one clear sentence for each way it can go wrong, replacing them
+atomically, so that a reader (or a crash) never sees half a file, and locking them against a second writer."""
 
 from __future__ import annotations
 
@@ -11,7 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import filelock
+
 from zvperf.errors import ZvperfError
+
+LOCK_TIMEOUT_S = 60
 
 
 def read_text(path: Path | str, label: str | None = None) -> str:
@@ -63,3 +67,17 @@ def write_atomic(path: Path, content: str | bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+@contextmanager
+def locked(path: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold ``<path>.lock`` for a read-modify-replace of ``path``: re-read it inside the block, then replace it with
+    :func:`write_atomic`, and two processes updating it at once both land. The lock is the OS's (filelock), so a
+    process that dies releases it; one still held after ``timeout_s`` is an error naming ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(f"{path}.lock", timeout=timeout_s)
+    try:
+        with lock:
+            yield
+    except filelock.Timeout:
+        raise ZvperfError(f"could not lock {path} within {timeout_s:g} s: is another update stuck?") from None

@@ -19,6 +19,8 @@ COMMANDS = {
     "calibrate": "measure the gate's false-alarm and detection rates on this machine with injected slowdowns",
     "compare": "judge a --benchmark-json file against the baselines of its hardware (exit 1 on a significant slowdown)",
     "conform": "run conformance case folders and compare with the reference outputs",
+    "export": "write a --benchmark-json file as Bencher Metric Format or github-action-benchmark JSON",
+    "history": "record runs in the per-hardware history; show trends, change points, drift and standing regressions",
     "report": "render benchmark results into a markdown guide with plots (ja or en)",
     "synth": "synthesise speech from text and a prompt, with stage timings",
 }

@@ -27,45 +27,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import filelock
 from pytest_benchmark.stats import Stats
 
 from zvperf.errors import ZvperfError
-from zvperf.files import write_atomic
+from zvperf.files import locked, write_atomic
 from zvperf.results.schema import Result, ResultsFile
+from zvperf.results.stores import SOFTWARE_KEYS as SOFTWARE_KEYS  # re-exported: the gate names them from here
+from zvperf.results.stores import key_path, keys_in, machine_summary, order_statistics, run_versions
 
 BASELINE_FORMAT = 2
 DEFAULT_DIR = Path("baselines")  # relative to the current directory: run from the repository root
 MAX_STORED_ROUNDS = 50
-# The versions whose change can move a timing: a difference is reported with every verdict.
-SOFTWARE_KEYS = ("torch", "cuda", "driver", "tensorrt", "onnxruntime")
-LOCK_TIMEOUT_S = 60
-_KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-
-
-def run_versions(results: ResultsFile) -> dict[str, str | None]:
-    """The SOFTWARE_KEYS versions a results file was measured with (the driver comes from the GPU facts)."""
-    software = results.zvperf_machine.get("software") or {}
-    gpu = results.zvperf_machine.get("gpu") or {}
-    versions = {key: software.get(key) for key in SOFTWARE_KEYS}
-    versions["driver"] = gpu.get("driver")
-    return versions
 
 
 def _bounded(data: list[float]) -> list[float]:
-    """At most MAX_STORED_ROUNDS round times: evenly spaced order statistics, so the distribution's shape
-    (what the significance test compares) survives the cut."""
-    values = sorted(data)
-    if len(values) > MAX_STORED_ROUNDS:
-        last = len(values) - 1
-        values = [values[round(i * last / (MAX_STORED_ROUNDS - 1))] for i in range(MAX_STORED_ROUNDS)]
-    return [round(v, 9) for v in values]
+    """At most MAX_STORED_ROUNDS round times, to the nanosecond."""
+    return [round(v, 9) for v in order_statistics(data, MAX_STORED_ROUNDS)]
 
 
 @dataclasses.dataclass
@@ -165,14 +145,12 @@ class BaselineFile:
 
 
 def baseline_path(directory: Path, hardware_key: str) -> Path:
-    if not _KEY_PATTERN.match(hardware_key):
-        raise ZvperfError(f"hardware key {hardware_key!r} is not usable as a baseline file name.")
-    return directory / f"{hardware_key}.json"
+    return key_path(directory, hardware_key, ".json")
 
 
 def hardware_keys(directory: Path) -> list[str]:
     """The hardware keys that have a baseline file in ``directory``."""
-    return sorted(p.stem for p in directory.glob("*.json") if _KEY_PATTERN.match(p.stem)) if directory.is_dir() else []
+    return keys_in(directory, ".json")
 
 
 def read(path: Path) -> BaselineFile | None:
@@ -203,23 +181,6 @@ def read(path: Path) -> BaselineFile | None:
         except ValueError as exc:
             raise ZvperfError(f"baseline file {path}: entry {name!r} is malformed ({exc}): {keep}.") from None
     return BaselineFile(path, str(document.get("hardware_key", path.stem)), document.get("machine") or {}, entries)
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S)
-    try:
-        with lock:
-            yield
-    except filelock.Timeout:
-        raise ZvperfError(f"could not lock {path} within {LOCK_TIMEOUT_S} s: is another update stuck?") from None
-
-
-def _machine(results: ResultsFile) -> dict[str, Any]:
-    facts = results.zvperf_machine
-    gpu = facts.get("gpu") or {}
-    return {"cpu": facts.get("cpu"), "cpu_cores": facts.get("cpu_cores"), "gpu": gpu.get("name")}
 
 
 @dataclasses.dataclass
@@ -285,9 +246,9 @@ def update(directory: Path, *runs: ResultsFile) -> UpdateSummary:
             else:
                 measured.setdefault(result.id, []).append((result, run))
     new = {name: Entry.pooled(pairs) for name, pairs in measured.items() if name not in summary.skipped}
-    with _locked(path):
+    with locked(path):
         current = read(path) or BaselineFile(path, runs[0].hardware_key, {}, {})
-        current.machine = _machine(runs[0])
+        current.machine = machine_summary(runs[0])
         for name, entry in new.items():
             old = current.entries.get(name)
             if old is not None:
@@ -307,7 +268,7 @@ def revert(directory: Path, hardware_key: str, benchmark_id: str) -> tuple[Entry
     path = baseline_path(directory, hardware_key)
     if not path.exists():
         raise ZvperfError(f"there is no baseline file {path}.")
-    with _locked(path):
+    with locked(path):
         current = read(path) or BaselineFile(path, hardware_key, {}, {})
         entry = current.entries.get(benchmark_id)
         if entry is None:

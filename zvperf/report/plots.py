@@ -1,4 +1,5 @@
-"""The report's figures: time against step count, and RTF per configuration (PNG, matplotlib's Agg backend).
+"""The report's figures: time against step count, RTF per configuration, and the history's trends per model (PNG,
+matplotlib's Agg backend).
 
 Labels are in English for both languages: matplotlib's bundled fonts have no Japanese glyphs.
 """
@@ -13,8 +14,12 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display; must precede pyplot
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
+from zvperf.history.releases import Release  # noqa: E402
+from zvperf.history.trends import Trend, moment  # noqa: E402
 from zvperf.report.tables import Row, Section, fmt_rtf  # noqa: E402
+from zvperf.report.trends import PLOTTED_KINDS, History  # noqa: E402
 
 # Without the Software entry (matplotlib's version) the PNG bytes depend only on the data.
 _METADATA = {"Software": None}
@@ -83,3 +88,87 @@ def plot_names(prefix: str) -> dict[str, str]:
 def write_plots(section: Section, directory: Path, names: dict[str, str]) -> None:
     steps_plot(section, directory / names["steps"])
     rtf_plot(section, directory / names["rtf"])
+
+
+TITLES = {"solver": "Solver (ODE loop)", "e2e": "End to end"}
+MAX_COMMIT_LABELS = 12
+
+
+def _commit_axis(found: list[Trend]) -> dict[str, int]:
+    """Every commit the trends measured, in order: its position on the x axis."""
+    x_of: dict[str, int] = {}
+    points = sorted((point for trend in found for point in trend.points), key=lambda point: moment(point.time))
+    for point in points:
+        x_of.setdefault(point.commit, len(x_of))
+    return x_of
+
+
+def history_figure(model: str, found: list[Trend], release: Release | None) -> Figure:
+    """Median solver and end-to-end time over the commits: a line per configuration (steps, backend-precision),
+    each commit's point filled, or hollow where a run was flagged noisy or throttled; a cross where the level
+    changed, its fitted levels dashed, and the ``release`` the trends counted regressions from (their ``since``) as
+    a vertical line.
+
+    Each artist has a gid the tests find it by: ``<variant>`` (the line), ``<variant> hollow``,
+    ``<variant> changes``, ``release``."""
+    x_of = _commit_axis(found)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, kind in zip(axes, PLOTTED_KINDS, strict=True):
+        for index, trend in enumerate(t for t in found if t.kind == kind):
+            color = f"C{index % 10}"
+            variant = trend.configuration.variant
+            xs = [x_of[point.commit] for point in trend.points]
+            ys = [point.median * 1e3 for point in trend.points]
+            ax.plot(xs, ys, color=color, marker="o", markersize=4, label=variant, gid=variant)
+            hollow = [i for i, point in enumerate(trend.points) if point.doubtful]
+            ax.plot(
+                [xs[i] for i in hollow],
+                [ys[i] for i in hollow],
+                linestyle="none",
+                marker="o",
+                markersize=7,
+                markerfacecolor="white",
+                markeredgecolor=color,
+                gid=f"{variant} hollow",
+            )
+            for first, end, level in trend.levels:
+                ax.plot([xs[first], xs[end - 1]], [level * 1e3] * 2, color=color, linestyle="--", linewidth=0.8)
+            ax.plot(
+                [xs[change.index] for change in trend.changes],
+                [ys[change.index] for change in trend.changes],
+                linestyle="none",
+                marker="X",
+                markersize=10,
+                color="tab:red",
+                label="level changed" if trend.changes else None,
+                gid=f"{variant} changes",
+            )
+        if release is not None and found:
+            since = next(t.since for t in found)
+            commit = found[0].points[since].commit
+            ax.axvline(x_of[commit], color="grey", linestyle=":", label=f"release {release.name}", gid="release")
+        step = max(1, -(-len(x_of) // MAX_COMMIT_LABELS))
+        commits = list(x_of)[::step]
+        ax.set_xticks([x_of[c] for c in commits], [c[:7] for c in commits], rotation=45, fontsize="x-small")
+        ax.set_title(TITLES[kind])
+        ax.set_xlabel("commit (oldest to newest)")
+        ax.set_ylabel("median time (ms)")
+        ax.grid(True, alpha=0.3)
+        handles, labels = ax.get_legend_handles_labels()
+        if handles:
+            unique = dict(zip(labels, handles, strict=True))  # one "level changed" entry, not one per line
+            ax.legend(unique.values(), unique.keys(), fontsize="small")
+    fig.suptitle(f"{model}: median time per commit")
+    fig.tight_layout()
+    return fig
+
+
+def history_plot(model: str, found: list[Trend], release: Release | None, path: Path) -> None:
+    fig = history_figure(model, found, release)
+    fig.savefig(path, dpi=100, metadata=_METADATA)
+    plt.close(fig)
+
+
+def write_history_plots(history: History, directory: Path, names: dict[str, str]) -> None:
+    for model, found in history.by_model.items():
+        history_plot(model, found, history.release, directory / names[model])

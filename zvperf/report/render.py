@@ -7,12 +7,16 @@ Template context (the same for the bundled ``report.ja.md.j2``/``report.en.md.j2
 * ``sections``: one per hardware key, each a dict with ``key``, ``blocks`` (part -> marker name) and the parts
   built by :func:`zvperf.report.tables.section_context`: ``environment``, ``summary``, ``backends``,
   ``telemetry``, ``findings``, ``recommendations``, ``flags``, ``plots`` (figure -> PNG path relative to the
-  markdown). Numbers arrive formatted (ms 1 decimal, RTF 4 decimals, speed-up ``10.65x``); ``"-"`` means none.
+  markdown), and ``history``: None without ``--history``, else :func:`zvperf.report.trends.context`'s dict
+  (``available``, ``runs``, ``commits``, ``first``, ``last``, ``since``, ``plots`` per model, ``regressions``,
+  ``drifting``). Numbers arrive formatted (ms 1 decimal, RTF 4 decimals, speed-up ``10.65x``); ``"-"`` means none.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +24,8 @@ import jinja2
 
 from zvperf.errors import ZvperfError
 from zvperf.files import read_text, write_atomic
-from zvperf.report import LANGS, markers, plots, tables
+from zvperf.history.releases import find_release
+from zvperf.report import LANGS, markers, plots, tables, trends
 from zvperf.results.schema import load_results
 
 
@@ -59,28 +64,54 @@ def load_template(lang: str, template: Path | None = None) -> jinja2.Template:
 @dataclasses.dataclass
 class Report:
     markdown: str
-    figures: list[tuple[tables.Section, dict[str, str]]]  # each section with its figures' file names
+    figures: list[Callable[[Path], None]]  # each draws its figures into the report's folder
 
     def write_figures(self, directory: Path) -> None:
-        for section, names in self.figures:
-            plots.write_plots(section, directory, names)
+        for draw in self.figures:
+            draw(directory)
 
 
-def build(paths: list[Path], lang: str, out: Path, template: Path | None = None) -> Report:
-    """Read the results, derive the tables and render the markdown for a report saved as ``out``."""
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """What to render: the results files, in which language or through which template, and the history to add."""
+
+    paths: list[Path]
+    lang: str
+    template: Path | None = None  # a Jinja2 template of one's own instead of the bundled one for ``lang``
+    history: Path | None = None  # the history folder (``--history``): adds each hardware key's trends
+    since: str | None = None  # the release standing regressions are counted from (default: the latest tag)
+
+
+def build(request: Request, out: Path) -> Report:
+    """Read the results (and the history files of their hardware keys), derive the tables and render the markdown
+    for a report saved as ``out``."""
+    lang, template, history = request.lang, request.template, request.history
     if lang not in LANGS:
         raise ZvperfError(f"--lang {lang!r} is not one of {', '.join(LANGS)}.")
+    if history is None and request.since is not None:
+        raise ZvperfError("--since counts regressions in the history: it needs --history DIR.")
+    if history is not None and not history.is_dir():
+        raise ZvperfError(f"--history {history}: folder not found.")
     jinja_template = load_template(lang, template)  # before the results: a bad template fails fast
-    files = [load_results(path) for path in paths]
+    files = [load_results(path) for path in request.paths]
     sections = tables.sections(files)
+    release = find_release(request.since, Path.cwd()) if history is not None else None
     multi = len(sections) > 1
-    figures, contexts = [], []
+    figures: list[Callable[[Path], None]] = []
+    contexts = []
     for section in sections:
         # One hardware key: plain names (summary, out-steps.png); several: qualified by the key.
         blocks = {part: f"{part}/{section.key}" if multi else part for part in tables.PARTS}
-        names = plots.plot_names(f"{out.stem}-{section.key}" if multi else out.stem)
-        figures.append((section, names))
-        contexts.append(tables.section_context(section, blocks, names))
+        prefix = f"{out.stem}-{section.key}" if multi else out.stem
+        names = plots.plot_names(prefix)
+        figures.append(functools.partial(plots.write_plots, section, names=names))
+        history_context = None
+        if history is not None:
+            recorded = trends.load(history, section.key, release)
+            history_names = trends.plot_names(prefix, recorded)
+            figures.append(functools.partial(plots.write_history_plots, recorded, names=history_names))
+            history_context = trends.context(recorded, history_names)
+        contexts.append(tables.section_context(section, blocks, names, history_context))
     context = {
         "lang": lang,
         "files": [f.path.name for f in files],
@@ -104,19 +135,20 @@ def _check_target(path: Path) -> None:
         raise ZvperfError(f"{path}: its folder {path.parent} does not exist.")
 
 
-def write_report(paths: list[Path], lang: str, out: Path, template: Path | None = None) -> None:
+def write_report(request: Request, out: Path) -> None:
     """Render a whole report to ``out`` (overwriting it) and its figures next to it."""
     _check_target(out)
-    report = build(paths, lang, out, template)
+    report = build(request, out)
     report.write_figures(out.parent)
     write_atomic(out, report.markdown)
 
 
-def update_report(paths: list[Path], lang: str, target: Path, template: Path | None = None) -> None:
+def update_report(request: Request, target: Path) -> None:
     """Rewrite only the marker blocks of ``target`` with freshly rendered ones; all other bytes stay as they are."""
     document = read_text(target, f"--update {target}")  # bytes as they are: the prose must survive unchanged
-    report = build(paths, lang, target, template)
-    fresh = markers.contents(report.markdown, str(template or f"the bundled {lang} template"))
+    report = build(request, target)
+    source = str(request.template or f"the bundled {request.lang} template")
+    fresh = markers.contents(report.markdown, source)
     updated = markers.update(document, fresh, str(target))
     report.write_figures(target.parent)
     write_atomic(target, updated)

@@ -15,7 +15,7 @@ from zvperf.errors import ZvperfError
 from zvperf.results.schema import BenchmarkFacts, Result, ResultsFile
 
 # The generated parts of a report; each is wrapped in <!-- zvperf:begin NAME --> ... <!-- zvperf:end NAME -->.
-PARTS = ("environment", "summary", "backends", "telemetry", "findings", "recommendations", "flags", "plots")
+PARTS = ("environment", "summary", "backends", "telemetry", "findings", "recommendations", "flags", "plots", "history")
 # The quality pick is the undistilled model; the balance pick, the distilled one.
 FULL_MODEL = "zipvoice"
 DISTILLED_MODEL = "zipvoice_distill"
@@ -414,8 +414,11 @@ def flags(section: Section, marks: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def section_context(section: Section, blocks: dict[str, str], plots: dict[str, str]) -> dict[str, Any]:
-    """One hardware key's part of the template context (see zvperf.report.render for the whole)."""
+def section_context(
+    section: Section, blocks: dict[str, str], plots: dict[str, str], history: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One hardware key's part of the template context (see zvperf.report.render for the whole); ``history`` is
+    zvperf.report.trends.context's, when the report was asked for the history."""
     marks = _flag_marks(section)
     return {
         "key": section.key,
@@ -428,4 +431,5 @@ def section_context(section: Section, blocks: dict[str, str], plots: dict[str, s
         "recommendations": recommendations(section),
         "flags": flags(section, marks),
         "plots": plots,
+        "history": history,
     }
