@@ -190,3 +190,49 @@ def test_the_fp16_export_is_a_valid_half_precision_graph():
     half, single, boolean = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT, onnx.TensorProto.BOOL
     assert types == {"x": half, "constant": half, "padding_mask": boolean, "conditioning": half, "coefficients": single}
     assert graph.graph.output[0].type.tensor_type.elem_type == half
+
+
+@pytest.mark.parametrize(
+    ("precision", "flags"), [("bf16", "avx512_bf16 and amx_bf16"), ("fp16", "avx512_fp16 and amx_fp16")]
+)
+def test_cpu_half_precision_rows_skip_naming_the_missing_cpu_flags(pytester, monkeypatch, tmp_path, precision, flags):
+    """Where the CPU has no native instructions for a half precision, its torch and compile rows skip saying which
+    flags are missing; where it has them, the precision runs."""
+    from zvperf.engine import device
+
+    monkeypatch.setattr(device, "cpu_capabilities", lambda: {"architecture": "x86_64", "avx2": True})
+    for name in ("torch", "compile"):
+        with pytest.raises(BackendUnavailable, match=f"this CPU lacks {flags}"):
+            check_runnable(get_backend(name), "cpu", precision)
+    from tests.helpers import write_official_dir
+
+    root = tmp_path / "weights"
+    write_official_dir(tiny_weights("zipvoice_distill"), root / "zipvoice_distill")
+    pytester.makepyfile(test_benchmarks=(CASE_DIRS[0].parents[2] / "test_benchmarks.py").read_text())
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--benchmark-only", "--zv-device=cpu", f"--zv-weights={root}",
+        "--zv-models=zipvoice_distill", "--zv-steps=1", "--zv-backends=torch", f"--zv-precision={precision}",
+        "--zv-rounds=1", "--zv-warmup=0", "-rs", "-k", "solver",
+    )  # fmt: skip
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines([f"*SKIPPED*this CPU lacks {flags}*"])
+    monkeypatch.setattr(device, "cpu_capabilities", lambda: {"architecture": "x86_64", flags.split()[-1]: True})
+    check_runnable(get_backend("torch"), "cpu", precision)
+
+
+def test_torch_fp32_on_the_cpu_runs_its_linears_through_onednn_within_fp32_rounding():
+    from zvperf.engine.onednn import OneDnnSolver, onednn_available
+
+    if not onednn_available():
+        pytest.skip("this torch has no oneDNN")
+    model, _ = synthetic_model("zipvoice_distill", config=tiny_config())
+    solver = get_backend("torch").prepare(model, "cpu", "fp32")
+    assert isinstance(solver, OneDnnSolver)
+    generator = torch.Generator().manual_seed(0)
+    x0, text, speech = (torch.randn(1, 203, model.feat_dim, generator=generator) for _ in range(3))
+    with torch.inference_mode():
+        expected = model.solve(x0, text, speech, None, 4, 3.0)
+        got = solver(x0, text, speech, None, 4, 3.0)
+    assert solver.mode.packed, "no weight went through oneDNN"
+    assert (got - expected).abs().max() <= 1e-5 * max(1.0, expected.abs().max())
+    assert get_backend("torch").prepare(model, "cpu", "bf16") == model.solve  # bf16 linears already use oneDNN
