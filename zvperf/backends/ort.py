@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from zvperf.backends.onnx_export import INPUT_NAMES, OUTPUT_NAME, cache_dir, exported_step, exporter_missing
+from zvperf.backends.onnx_export import (
+    INPUT_NAMES,
+    OUTPUT_NAME,
+    UNMASKED_INPUT_NAMES,
+    cache_dir,
+    exported_step,
+    exporter_missing,
+)
 from zvperf.backends.stepping import StepFunction, StepSolver, graph_inputs
+from zvperf.engine.device import cpu_int8_saturates
 from zvperf.engine.models import ZipVoice
 from zvperf.errors import ZvperfError
 from zvperf.files import replacing
@@ -32,24 +41,60 @@ def _onnxruntime() -> Any:
     return onnxruntime
 
 
-def quantized_step(model: ZipVoice, guided: bool) -> Path:
-    """The fp32 export with int8 weights (dynamic quantisation: activations quantised per call), cached."""
-    source = exported_step(model, guided)
-    target = source.with_name(source.stem + "-int8.onnx")
+def inline_identity_initializers(graph: Any) -> int:
+    """Make every consumer of ``Identity(initializer)`` read the initializer itself, and drop those Identity nodes;
+    returns how many there were.
+
+    The exporter stores identical parameters once and feeds the copies through Identity nodes: a checkpoint
+    whose layers are still equal (the official code initialises a stack by copying one layer) has hundreds of
+    them. ONNX Runtime's quantiser quantises only weights that are initializers: it would silently leave every
+    such MatMul in float, and fail outright on a convolution ("Expected ... to be an initializer").
+    """
+    initializers = {tensor.name for tensor in graph.initializer}
+    outputs = {output.name for output in graph.output}
+    alias = {
+        node.output[0]: node.input[0]
+        for node in graph.node
+        if node.op_type == "Identity" and node.input[0] in initializers and node.output[0] not in outputs
+    }
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            if name in alias:
+                node.input[index] = alias[name]
+    kept = [node for node in graph.node if not (node.op_type == "Identity" and node.output[0] in alias)]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return len(alias)
+
+
+def quantized_step(model: ZipVoice, guided: bool, masked: bool = True) -> Path:
+    """The fp32 export with int8 weights (dynamic quantisation: activations quantised per call), cached.
+
+    Only the weight products (MatMul with a constant weight) are quantised, one scale per weight tensor; the
+    depthwise convolutions, the attention's products, the guidance combine and the Euler update stay in float
+    (int8 convolutions were slower than the float ones, and per-channel scales measured no better). On an x86
+    CPU without VNNI the weights get 7 bits (reduce_range): its int8 kernels add pairs of u8 x s8 products
+    into saturating 16-bit sums, which took the full-size model's error from 6e-2 to 0.25.
+    """
+    source = exported_step(model, guided, masked=masked)
+    reduce_range = cpu_int8_saturates()
+    target = source.with_name(source.stem + ("-int8r7.onnx" if reduce_range else "-int8.onnx"))
     if not target.is_file():
+        import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         logging.disable(logging.WARNING)  # the quantiser logs a warning for every tensor it leaves in float
         try:
-            # Only products with a weight matrix are quantised (MatMulConstBOnly): the attention scores and
-            # their weighting of values stay in float, where int8 would distort the softmax. Per-channel
-            # weight scales keep the small output channels of a layer from drowning in its large ones.
+            graph = onnx.load(str(source))
+            inline_identity_initializers(graph.graph)
             with replacing(target) as temporary:
                 quantize_dynamic(
-                    str(source),
+                    graph,
                     str(temporary),
+                    op_types_to_quantize=["MatMul"],
+                    per_channel=False,
+                    reduce_range=reduce_range,
                     weight_type=QuantType.QInt8,
-                    per_channel=True,
                     extra_options={"MatMulConstBOnly": True},
                 )
         except Exception as exc:  # noqa: BLE001 - any quantiser failure becomes the backend's reason
@@ -92,12 +137,12 @@ class OrtBackend:
             return "the TensorRT execution provider needs tensorrt (pip install zvperf[gpu])"
         return None
 
-    def graph(self, model: ZipVoice, guided: bool, precision: str) -> Path:
+    def graph(self, model: ZipVoice, guided: bool, precision: str, masked: bool = True) -> Path:
         """The export in the precision asked for (TensorRT 11 builds strongly typed: an fp16 engine needs an
-        fp16 graph), or the fp32 export with int8 weights."""
+        fp16 graph), or the fp32 export with int8 weights; ``masked`` False: the graph for unpadded batches."""
         if precision == "int8":
-            return quantized_step(model, guided)
-        return exported_step(model, guided, torch.float16 if precision == "fp16" else torch.float32)
+            return quantized_step(model, guided, masked)
+        return exported_step(model, guided, torch.float16 if precision == "fp16" else torch.float32, masked)
 
     def providers(self, model: ZipVoice, guided: bool, precision: str) -> list[Any]:
         if self.provider == "CPUExecutionProvider":
@@ -127,26 +172,43 @@ class OrtBackend:
         step_for(not model.guidance_is_input)
         return StepSolver(model, step_for)
 
-    def _step(self, model: ZipVoice, guided: bool, device: str, precision: str) -> StepFunction:
+    def session(self, model: ZipVoice, guided: bool, device: str, precision: str, masked: bool = True) -> Any:
         ort = _onnxruntime()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if device == "cpu":
             options.intra_op_num_threads = torch.get_num_threads()
-        path = self.graph(model, guided, precision)
+        path = self.graph(model, guided, precision, masked)
         try:
-            session = ort.InferenceSession(str(path), options, providers=self.providers(model, guided, precision))
+            return ort.InferenceSession(str(path), options, providers=self.providers(model, guided, precision))
         except Exception as exc:  # noqa: BLE001 - ORT raises its own error types for a failed session
             raise ZvperfError(f"{self.name}: ONNX Runtime could not load {path.name} ({exc}).") from None
-        return _cpu_step(session) if device == "cpu" else _cuda_step(session, ort)
+
+    def _step(self, model: ZipVoice, guided: bool, device: str, precision: str) -> StepFunction:
+        if device != "cpu":
+            return _cuda_step(self.session(model, guided, device, precision), _onnxruntime())
+        sessions: dict[bool, Any] = {}
+
+        def session_for(masked: bool) -> Any:
+            if masked not in sessions:
+                sessions[masked] = self.session(model, guided, device, precision, masked)
+            return sessions[masked]
+
+        session_for(False)  # the graph of unpadded batches (one utterance, equal lengths) now; the masked one when met
+        return _cpu_step(session_for)
 
 
-def _cpu_step(session: Any) -> StepFunction:
+def _cpu_step(session_for: Callable[[bool], Any]) -> StepFunction:
+    """A step on the graph without a mask when nothing is padded, else on the masked graph."""
+
     def step(x: Tensor, constant: Tensor, mask: Tensor | None, conditioning: Tensor, coefficients: Tensor) -> Tensor:
-        inputs = graph_inputs(x, constant, mask, conditioning, coefficients)
+        if mask is None:
+            names, inputs = UNMASKED_INPUT_NAMES, [x, constant, conditioning, coefficients]
+        else:
+            names, inputs = INPUT_NAMES, [x, constant, mask, conditioning, coefficients]
         # CPU tensors share memory with numpy: no copies in or out.
-        feed = {name: t.contiguous().numpy() for name, t in zip(INPUT_NAMES, inputs, strict=True)}
-        return torch.from_numpy(session.run([OUTPUT_NAME], feed)[0])
+        feed = {name: t.contiguous().numpy() for name, t in zip(names, inputs, strict=True)}
+        return torch.from_numpy(session_for(mask is not None).run([OUTPUT_NAME], feed)[0])
 
     return step
 
