@@ -62,3 +62,60 @@ def test_the_linear_layers_carry_most_of_the_work():
         config, 1800, 1, False
     )
     assert 0.8 < share < 1.0
+
+
+def test_every_solver_row_reports_its_flop_rate_and_fraction_of_the_measured_gemm_rate(pytester, tmp_path):
+    """In the JSON (extra_info and machine_info), the summary table and both reports."""
+    import json
+
+    from tests.helpers import CASE_DIRS, tiny_weights, write_official_dir
+    from zvperf.cli import main
+
+    root = tmp_path / "weights"
+    write_official_dir(tiny_weights("zipvoice_distill"), root / "zipvoice_distill")
+    pytester.makepyfile(test_benchmarks=(CASE_DIRS[0].parents[2] / "test_benchmarks.py").read_text())
+    out = pytester.path / "out.json"
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--benchmark-only", f"--benchmark-json={out}", "--zv-device=cpu",
+        f"--zv-weights={root}", "--zv-models=zipvoice_distill", "--zv-steps=2", "--zv-lengths=100",
+        "--zv-batch=1,2", "--zv-rounds=2", "--zv-warmup=0", "-k", "solver",
+    )  # fmt: skip
+    result.assert_outcomes(passed=2)
+    data = json.loads(out.read_text())
+    gemm = data["machine_info"]["zvperf"]["gemm"]["fp32"]
+    assert gemm["flop_rate"] == max(gemm["rates"].values()) and gemm["rates"][gemm["method"]] == gemm["flop_rate"]
+    assert {"torch", "onednn"} <= set(gemm["rates"]) and gemm["frames"] == 1800
+    config = tiny_weights("zipvoice_distill").model.config
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        assert info["flops"] == solve_flops(config, 100, info["batch"], [False, False], True)
+        assert info["flop_rate"] == pytest.approx(info["flops"] / bench["stats"]["median"])
+        assert info["gemm_efficiency"] == pytest.approx(info["flop_rate"] / gemm["flop_rate"])
+    result.stdout.fnmatch_lines(
+        ["configuration*RTF*GFLOP/s*of GEMM peak*", "zipvoice_distill-2step-torch-fp32-100f *%*"]
+    )
+    for lang, heading in (("en", "Of the attainable GEMM rate"), ("ja", "到達可能な GEMM 性能に対する割合")):
+        report = tmp_path / f"report.{lang}.md"
+        assert main(["report", str(out), "--lang", lang, "-o", str(report)]) == 0
+        markdown = report.read_text(encoding="utf-8")
+        assert heading in markdown and "fp32" in markdown and f"{gemm['flop_rate'] / 1e9:.1f} GFLOP/s" in markdown
+        first = data["benchmarks"][0]
+        row = (
+            f"| `{first['param']}` | {first['stats']['median'] * 1e3:.1f} | {first['extra_info']['flops'] / 1e9:.1f} |"
+        )
+        assert row in markdown
+
+
+def test_the_attainable_rate_is_the_best_implementation_and_a_failing_one_is_recorded(monkeypatch):
+    from zvperf.suite import gemm
+
+    def broken(shape):
+        raise RuntimeError("no kernel for this shape")
+
+    real = gemm.methods
+    monkeypatch.setattr(gemm, "methods", lambda device, precision: {**real(device, precision), "broken": broken})
+    measured = gemm.attainable_rate(tiny_config(), "cpu", "fp32")
+    assert measured is not None
+    assert measured["failed"] == {"broken": "RuntimeError: no kernel for this shape"}
+    assert measured["flop_rate"] == max(measured["rates"].values()) > 0
+    assert gemm.attainable_rate(tiny_config(), "cuda", "int8") is None  # no int8 implementation on CUDA

@@ -81,27 +81,34 @@ def quantized_step(model: ZipVoice, guided: bool, masked: bool = True) -> Path:
     target = source.with_name(source.stem + ("-int8r7.onnx" if reduce_range else "-int8.onnx"))
     if not target.is_file():
         import onnx
-        from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        logging.disable(logging.WARNING)  # the quantiser logs a warning for every tensor it leaves in float
         try:
             graph = onnx.load(str(source))
             inline_identity_initializers(graph.graph)
             with replacing(target) as temporary:
-                quantize_dynamic(
-                    graph,
-                    str(temporary),
-                    op_types_to_quantize=["MatMul"],
-                    per_channel=False,
-                    reduce_range=reduce_range,
-                    weight_type=QuantType.QInt8,
-                    extra_options={"MatMulConstBOnly": True},
-                )
+                quantize_weight_products(graph, temporary, reduce_range)
         except Exception as exc:  # noqa: BLE001 - any quantiser failure becomes the backend's reason
             raise ZvperfError(f"int8 quantisation of {source.name} failed ({type(exc).__name__}: {exc}).") from None
-        finally:
-            logging.disable(logging.NOTSET)
     return target
+
+
+def quantize_weight_products(graph: Any, target: Path, reduce_range: bool) -> None:
+    """Write ``graph`` (an onnx ModelProto) to ``target`` with its weight products in int8 (see quantized_step)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.disable(logging.WARNING)  # the quantiser logs a warning for every tensor it leaves in float
+    try:
+        quantize_dynamic(
+            graph,
+            str(target),
+            op_types_to_quantize=["MatMul"],
+            per_channel=False,
+            reduce_range=reduce_range,
+            weight_type=QuantType.QInt8,
+            extra_options={"MatMulConstBOnly": True},
+        )
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _trt_profile(model: ZipVoice, guided: bool) -> dict[str, str]:

@@ -10,6 +10,8 @@ Results format history (``zvperf.format``; a file without it is format 1):
 
 1. the suite before formats were recorded: the same ``extra_info`` fields as format 2, no number.
 2. the number, written through pytest-benchmark's ``pytest_benchmark_update_json`` hook.
+3. efficiency: solver results carry ``flops``, ``flop_rate`` and ``gemm_efficiency``, and
+   ``machine_info.zvperf.gemm`` the attainable matrix-multiply rate per precision (older files: absent, None).
 
 A file of a format this version does not know is refused with one sentence; older ones are upgraded
 on reading (``_UPGRADES``), so committed results keep loading.
@@ -25,7 +27,7 @@ from typing import Any
 from zvperf.errors import ZvperfError
 from zvperf.files import read_json
 
-RESULTS_FORMAT = 2
+RESULTS_FORMAT = 3
 KINDS = ("solver", "e2e", "text_encoder", "vocoder", "cold_start")
 
 
@@ -53,6 +55,9 @@ class BenchmarkFacts:
     batch: int | None = None  # utterances solved together (solver)
     guidance_scale: float | None = None  # solver
     verified_error: float | None = None  # solver: relative error against torch fp32 (None: the reference)
+    flops: float | None = None  # solver: matrix-product FLOPs of one call (zvperf.engine.flops)
+    flop_rate: float | None = None  # solver: flops / median seconds
+    gemm_efficiency: float | None = None  # solver: flop_rate / the machine's attainable GEMM rate in this precision
     stages_ms: Mapping[str, float] | None = None  # e2e: median milliseconds per pipeline stage
     chunks: int | None = None  # e2e: text chunks synthesised
     phases_s: Mapping[str, float] | None = None  # cold_start: import, load, first call
@@ -116,7 +121,7 @@ REQUIRED_KEYS = (
 _OPTIONAL = frozenset(_FIELDS[_FIELDS.index("batch") :])
 # The optional keys a kind always writes (None where it has no value: the reference has no verified error).
 KIND_KEYS = {
-    "solver": ("batch", "guidance_scale", "verified_error"),
+    "solver": ("batch", "guidance_scale", "verified_error", "flops", "flop_rate", "gemm_efficiency"),
     "e2e": ("stages_ms", "chunks"),
     "cold_start": ("phases_s",),
 }
@@ -199,6 +204,11 @@ class ResultsFile:
         return self.machine_info.get("zvperf", {})
 
     @property
+    def gemm_rates(self) -> dict[str, Any]:
+        """The attainable matrix-multiply rate per precision (format 3 on; empty before)."""
+        return self.zvperf_machine.get("gemm") or {}
+
+    @property
     def hardware_key(self) -> str:
         return self.zvperf_machine.get("hardware_key", "unknown")
 
@@ -209,13 +219,13 @@ class ResultsFile:
         return commit + "+dirty" if self.commit_info.get("dirty") else commit
 
 
-def _from_format_1(document: dict[str, Any]) -> dict[str, Any]:
-    """Format 1 had the same fields and no number."""
+def _unchanged(document: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 had the same fields as 2 and no number; format 2 lacks only what 3 added, which reads as None."""
     return document
 
 
 # format N -> the document in format N + 1
-_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_format_1}
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _unchanged, 2: _unchanged}
 
 
 def results_format(document: Mapping[str, Any]) -> int:

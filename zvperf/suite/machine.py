@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from zvperf import __version__
+from zvperf.engine.device import cpu_capabilities
 
 
 def _package_version(name: str) -> str | None:
@@ -33,6 +34,37 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# Instruction-set flags that decide which CPU paths are fast: native half precision, int8 without saturation.
+ISA_FLAGS = (
+    "avx2", "avx512_f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_fp16", "amx_int8",
+    "bf16", "fp16_arith", "i8mm", "sve",
+)  # fmt: skip
+
+
+def cpu_isa() -> list[str]:
+    """The CPU's flags among ISA_FLAGS (as torch detects them)."""
+    capabilities = cpu_capabilities()
+    return [flag for flag in ISA_FLAGS if capabilities.get(flag) is True]
+
+
+def cpu_family_model() -> str | None:
+    """``family 26 model 2``: what tells CPUs of one brand name apart (a VM may show only "AMD EPYC")."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("cpu family", "model") and key.strip() not in fields:
+                    fields[key.strip()] = value.strip()
+                if not line.strip():
+                    break
+    except OSError:
+        return None
+    if len(fields) < 2:
+        return None
+    return f"family {fields['cpu family']} model {fields['model']}"
 
 
 def cpu_cores() -> int:
@@ -96,6 +128,8 @@ def machine_summary(device: str) -> dict[str, Any]:
         "hardware_key": hardware_key(device),
         "device": device,
         "cpu": cpu_model(),
+        "cpu_id": cpu_family_model(),
+        "cpu_isa": cpu_isa(),
         "cpu_cores": cpu_cores(),
         "torch_threads": torch.get_num_threads(),
         "gpu": gpu_info() if device == "cuda" else None,
