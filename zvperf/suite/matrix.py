@@ -73,10 +73,11 @@ PRESETS: dict[str, Preset] = {
         rounds=5,
         cold_rounds=1,
     ),
-    # The optimization guide's rows: the eager reference, half precision, CUDA graphs and TensorRT.
+    # The optimization guide's rows: the eager reference, half precision, CUDA graphs and TensorRT. bf16 is the
+    # half precision CPUs with avx512_bf16 or AMX run natively (fp16 rows skip on CPUs without avx512_fp16).
     "guide": Preset(
         steps={"zipvoice": (16, 8, 4), "zipvoice_distill": (8, 4, 2)},
-        variants=(("torch", "fp32"), ("torch", "fp16"), ("cudagraph", "fp16"), ("trt", "fp16")),
+        variants=(("torch", "fp32"), ("torch", "fp16"), ("torch", "bf16"), ("cudagraph", "fp16"), ("trt", "fp16")),
         lengths=(None,),
         batches=(1,),
         warmup_rounds=3,
