@@ -3,10 +3,11 @@ quantisation), and on CUDA through the CUDA or TensorRT execution providers."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,24 @@ from zvperf.files import replacing
 # with classifier-free guidance).
 PROFILE_FRAMES = (16, 1000, 3000)
 PROFILE_BATCH = (1, 1, 8)
+
+
+# While a profile is taken (zvperf profile): where sessions write their profiles, and the sessions opened so far.
+# ONNX Runtime profiles a session only when asked as it is created.
+_PROFILING: tuple[Path, list[Any]] | None = None
+
+
+@contextlib.contextmanager
+def profiled_sessions(folder: Path) -> Iterator[list[Any]]:
+    """Every session opened in the block profiles its runs into ``folder``; yields the list of those sessions
+    (``session.end_profiling()`` writes a profile and returns its path)."""
+    global _PROFILING
+    sessions: list[Any] = []
+    _PROFILING = (folder, sessions)
+    try:
+        yield sessions
+    finally:
+        _PROFILING = None
 
 
 def _onnxruntime() -> Any:
@@ -186,10 +205,16 @@ class OrtBackend:
         if device == "cpu":
             options.intra_op_num_threads = torch.get_num_threads()
         path = self.graph(model, guided, precision, masked)
+        if _PROFILING is not None:
+            options.enable_profiling = True
+            options.profile_file_prefix = str(_PROFILING[0] / f"{self.name}-{path.stem}")
         try:
-            return ort.InferenceSession(str(path), options, providers=self.providers(model, guided, precision))
+            session = ort.InferenceSession(str(path), options, providers=self.providers(model, guided, precision))
         except Exception as exc:  # noqa: BLE001 - ORT raises its own error types for a failed session
             raise ZvperfError(f"{self.name}: ONNX Runtime could not load {path.name} ({exc}).") from None
+        if _PROFILING is not None:
+            _PROFILING[1].append(session)
+        return session
 
     def _step(self, model: ZipVoice, guided: bool, device: str, precision: str) -> StepFunction:
         if device != "cpu":

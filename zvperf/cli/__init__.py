@@ -21,6 +21,7 @@ COMMANDS = {
     "conform": "run conformance case folders and compare with the reference outputs",
     "export": "write a --benchmark-json file as Bencher Metric Format or github-action-benchmark JSON",
     "history": "record runs in the per-hardware history; show trends, change points, drift and standing regressions",
+    "profile": "profile one solve of a configuration: the top operators with their share of the time and FLOP rate",
     "report": "render benchmark results into a markdown guide with plots (ja or en)",
     "synth": "synthesise speech from text and a prompt, with stage timings",
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 
 from zvperf.errors import ZvperfError
@@ -49,6 +50,30 @@ class Combo:
         length = f"-{self.frames}f" if self.frames else ""
         batch = f"-b{self.batch}" if self.batch > 1 else ""
         return f"{self.model}-{self.num_step}step-{self.backend}-{self.precision}{length}{batch}"
+
+
+def parse_combo(text: str) -> Combo:
+    """The combination a benchmark id names (``zipvoice_distill-4step-ort-cpu-fp32-843f-b2``): the inverse of
+    :attr:`Combo.id`."""
+    from zvperf.backends import backend_names
+    from zvperf.engine.precision import DTYPES
+
+    pattern = (
+        rf"(?P<model>{'|'.join(sorted(MODELS, key=len, reverse=True))})-(?P<steps>[0-9]+)step-"
+        rf"(?P<backend>{'|'.join(backend_names())})-(?P<precision>{'|'.join(DTYPES)})"
+        r"(?:-(?P<frames>[0-9]+)f)?(?:-b(?P<batch>[0-9]+))?"
+    )
+    match = re.fullmatch(pattern, text)
+    if match is None or int(match["steps"]) < 1 or int(match["batch"] or 1) < 1:
+        raise ZvperfError(
+            f"{text!r} is not a configuration: expected MODEL-NSTEP-BACKEND-PRECISION[-FRAMESf][-bBATCH], "
+            "like zipvoice_distill-4step-ort-cpu-fp32-843f."
+        )
+    frames = int(match["frames"]) if match["frames"] else None
+    if frames is not None and frames < MIN_FRAMES:
+        raise ZvperfError(f"{text!r}: {frames} frames is below the shortest decoder input, {MIN_FRAMES}.")
+    batch = int(match["batch"] or 1)
+    return Combo(match["model"], int(match["steps"]), match["backend"], match["precision"], frames, batch)
 
 
 @dataclasses.dataclass(frozen=True)
