@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from zvperf.engine.models import ZipVoice
 from zvperf.errors import ZvperfError
@@ -62,16 +63,8 @@ class OfficialSolver:
     def __init__(self, official: Any) -> None:
         self.official = official
 
-    def __call__(
-        self,
-        x0: torch.Tensor,
-        text_condition: torch.Tensor,
-        speech_condition: torch.Tensor,
-        padding_mask: torch.Tensor | None,
-        num_step: int,
-        guidance_scale: float,
-        t_shift: float = 0.5,
-    ) -> torch.Tensor:
+    def __call__(self, x0: Tensor, text_condition: Tensor, speech_condition: Tensor, padding_mask: Tensor | None,
+                 num_step: int, guidance_scale: float, t_shift: float = 0.5) -> Tensor:  # fmt: skip
         if padding_mask is None:  # its guidance wrapper concatenates the mask: it needs one even when all False
             padding_mask = torch.zeros(x0.shape[:2], dtype=torch.bool, device=x0.device)
         with torch.inference_mode():
