@@ -35,6 +35,8 @@ from zvperf.suite.options import BenchOptions
 # ONNX Runtime operators that are matrix products: 2 x (output elements) x (the first input's last dimension).
 _ORT_PRODUCTS = {"MatMul", "FusedMatMul", "Gemm", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"}
 _TORCH_PACKED_LINEAR = "mkldnn::_linear_pointwise"
+# torch operators whose FLOPs its profiler counts and that are matrix products (it counts elementwise ones too).
+_TORCH_PRODUCTS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
 
 
 @dataclasses.dataclass
@@ -160,7 +162,7 @@ def _torch_flops(event: Any) -> float | None:
     if event.name == _TORCH_PACKED_LINEAR and len(event.input_shapes) >= 2 and event.input_shapes[1]:
         x, weight = event.input_shapes[0], event.input_shapes[1]
         return 2.0 * math.prod(x) * weight[0]
-    return float(event.flops) if event.flops else None
+    return float(event.flops) if event.name in _TORCH_PRODUCTS and event.flops else None
 
 
 def _ort_profile(combo: Combo, device: str, engine: Engine, backend: OrtBackend, solve: Callable[[], float]) -> Profile:
