@@ -34,6 +34,7 @@ def test_solve_flops_from_the_configuration_match_torchs_flop_counter(model_name
     assert counted(lambda: model.solve(x0, text, speech, padding, 3, guidance)) == expected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("guided", [False, True])
 def test_one_decoder_step_of_the_full_size_model(guided):
     """The full-size decoder on a short input (the count is exact at any length; the issue's 131 GFLOP is
@@ -51,17 +52,15 @@ def test_one_decoder_step_of_the_full_size_model(guided):
         torch.tensor([0.25, -0.1]),
     )
     assert counted(lambda: step(*args)) == decoder_step_flops(config, frames, batch, guided)
-    assert decoder_step_flops(ModelConfig(), 843, 1, False) == pytest.approx(131.06e9, rel=1e-4)
 
 
 def test_the_linear_layers_carry_most_of_the_work():
     """What the GEMM benchmark times: the decoder's per-frame linear layers, most of a step's FLOPs at 1800
     frames (the rest: attention products and the depthwise convolutions)."""
     config = ModelConfig()
-    share = sum(linear.flops for linear in decoder_linears(config, 1800, 1)) / decoder_step_flops(
-        config, 1800, 1, False
-    )
-    assert 0.8 < share < 1.0
+    step = decoder_step_flops(config, 1800, 1, False)
+    assert 0.8 < sum(linear.flops for linear in decoder_linears(config, 1800, 1)) / step < 1.0
+    assert decoder_step_flops(config, 843, 1, False) == pytest.approx(131.06e9, rel=1e-4)  # the issue's figure
 
 
 def test_every_solver_row_reports_its_flop_rate_and_fraction_of_the_measured_gemm_rate(pytester, tmp_path):
