@@ -190,3 +190,19 @@ def test_the_fp16_export_is_a_valid_half_precision_graph():
     half, single, boolean = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT, onnx.TensorProto.BOOL
     assert types == {"x": half, "constant": half, "padding_mask": boolean, "conditioning": half, "coefficients": single}
     assert graph.graph.output[0].type.tensor_type.elem_type == half
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="onnx is not installed")
+def test_the_fp16_export_keeps_softmax_softplus_and_normalisation_in_fp32():
+    """Like the eager model (and autocast): the half-precision graph casts up around these operators, which
+    strongly typed TensorRT and ONNX Runtime then run in fp32."""
+    import onnx
+
+    model, _ = synthetic_model("zipvoice_distill", config=tiny_config())
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(exported_step(model, False, torch.float16)))).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input]}
+    types.update({i.name: i.data_type for i in graph.initializer})
+    watched = {"Softmax", "Softplus", "ReduceMean", "Pow", "Sqrt"}
+    inputs = {(node.op_type, types.get(node.input[0])) for node in graph.node if node.op_type in watched}
+    assert {op for op, _ in inputs} >= {"Softmax", "Softplus", "ReduceMean"}
+    assert all(elem == onnx.TensorProto.FLOAT for _, elem in inputs), inputs

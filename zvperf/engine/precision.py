@@ -32,6 +32,18 @@ TOLERANCES: dict[str, dict[str, float]] = {
 }
 
 
+def use_ieee_fp32() -> None:
+    """Make fp32 mean IEEE fp32 on CUDA: no TF32 in cuBLAS matrix products or cuDNN convolutions.
+
+    torch allows TF32 in convolutions by default (``torch.backends.cudnn.allow_tf32``), which would make the
+    fp32 reference, and every fp32 row checked against it, something else. The legacy flags set both the
+    matmul and the cuDNN precisions consistently; mixing them with the newer ``fp32_precision`` settings makes
+    torch raise, so only these are used.
+    """
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
 def dtype_of(precision: str) -> torch.dtype:
     try:
         return DTYPES[precision]
