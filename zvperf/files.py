@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import filelock
 
 from zvperf.errors import ZvperfError
 
@@ -63,3 +65,15 @@ def write_atomic(path: Path, content: str | bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def build_once(path: Path, build: Callable[[], None]) -> Path:
+    """``path``, made by ``build()`` unless it exists: under ``<path>.lock``, so that processes needing the same
+    file (benchmark shards exporting one graph, say) build it once while the others wait for it and take it.
+    ``build`` writes through :func:`replacing`, so a crash leaves no half file under the final name."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with filelock.FileLock(f"{path}.lock"):
+            if not path.is_file():
+                build()
+    return path

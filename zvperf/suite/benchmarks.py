@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from zvperf.engine import audio
+from zvperf.engine.device import on_engine_stream
 from zvperf.results.schema import BenchmarkFacts
 from zvperf.suite.engines import Engine
 from zvperf.suite.matrix import Combo, Config
@@ -36,7 +37,11 @@ def _run_timed(
     session: BenchSession, benchmark: Any, fn: Callable[[], Any], rounds: int, warmup: int
 ) -> tuple[Any, Telemetry]:
     options = session.options
-    with session.out_of_memory_skips("while timed"), Telemetry(options.device) as telemetry:
+    with (
+        session.out_of_memory_skips("while timed"),
+        on_engine_stream(options.device),
+        Telemetry(options.device) as telemetry,
+    ):
         result = measure(
             benchmark,
             fn,
