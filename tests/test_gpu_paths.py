@@ -293,3 +293,33 @@ def test_concurrent_exports_of_one_graph_export_once(monkeypatch, lock_arrivals)
     paths.append(exported_step(model, False))
     first.join()
     assert len(calls) == 1 and len(set(paths)) == 1 and paths[0].stat().st_size > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA graphs: one memory pool per solver, released with it
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.cuda
+@needs_cuda
+def test_the_cuda_graphs_of_one_solver_share_one_pool_released_with_it():
+    import gc
+
+    from zvperf.backends.cuda_graph import GraphSolver
+
+    model, _ = synthetic_model("zipvoice_distill", config=tiny_config())
+    model = model.cuda()
+    with torch.inference_mode():
+        inputs = [torch.randn(1, frames, model.feat_dim, device="cuda") for frames in (40, 80, 120)]
+        expected = [model.solve(x0, x0, torch.zeros_like(x0), None, 2, 3.0) for x0 in inputs]
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_reserved()
+    solver = GraphSolver(model)
+    with torch.inference_mode():
+        for x0, reference in zip(inputs, expected, strict=True):
+            assert torch.allclose(solver(x0, x0, torch.zeros_like(x0), None, 2, 3.0), reference, atol=1e-4)
+    assert len({captured.graph.pool() for captured in solver.captured.values()}) == 1
+    del solver
+    gc.collect()
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    assert torch.cuda.memory_reserved() <= before

@@ -65,7 +65,7 @@ def relative_position_table(length: int, dim: int, device: torch.device) -> Tens
     Concrete lengths are cached, since the solver asks for the same few every step; symbolic ones
     (while a graph is exported or compiled) are computed in the graph.
     """
-    if isinstance(length, int):
+    if isinstance(length, int) and not torch.compiler.is_compiling():  # dynamo passes symbolic lengths as int
         return _cached_position_encoding(length, dim, device)
     return _position_encoding(length, dim, device)
 
@@ -301,9 +301,10 @@ class Downsample(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         batch, frames, channels = x.shape
         groups = (frames + self.factor - 1) // self.factor
-        fill = groups * self.factor - frames
-        # Always concatenated (possibly zero frames): no branch on the length, so exported graphs stay general.
-        x = torch.cat([x, x[:, -1:].expand(batch, fill, channels)], dim=1)
+        # The last frame repeated by index: no branch on the length and no empty tensor, so an exported or
+        # compiled graph serves every length (a compiled concatenation specialises on a fill of 0 or 1).
+        last = torch.arange(groups * self.factor, device=x.device).clamp_(max=frames - 1)
+        x = x.index_select(1, last)
         weights = self.bias.float().softmax(dim=0).to(x.dtype)
         return torch.einsum("bgfc,f->bgc", x.view(batch, groups, self.factor, channels), weights)
 
