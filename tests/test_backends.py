@@ -167,7 +167,10 @@ def test_a_cpu_backend_is_verified_then_timed(pytester, tmp_path):
         "--zv-lengths=100", "--zv-batch=1,2", "--zv-rounds=2", "--zv-warmup=1", "-k", "solver",
     )  # fmt: skip
     result.assert_outcomes(passed=2)
-    benches = {b["param"]: b["extra_info"] for b in json.loads(out.read_text())["benchmarks"]}
+    saved = json.loads(out.read_text())
+    # What the session really ran on, as ONNX Runtime reports it.
+    assert saved["machine_info"]["zvperf"]["onnxruntime_providers"]["ort-cpu fp32"] == ["CPUExecutionProvider"]
+    benches = {b["param"]: b["extra_info"] for b in saved["benchmarks"]}
     assert set(benches) == {"zipvoice_distill-2step-ort-cpu-fp32-100f", "zipvoice_distill-2step-ort-cpu-fp32-100f-b2"}
     for info in benches.values():
         assert info["backend"] == "ort-cpu" and info["frames"] == 100

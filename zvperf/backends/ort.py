@@ -193,6 +193,7 @@ class OrtBackend:
     provider: str  # the execution provider that must be present
     precisions: tuple[str, ...]
     devices: tuple[str, ...]
+    own_allocator: bool = True  # ONNX Runtime's arena, not torch's allocator
 
     def unavailable(self, device: str, precision: str) -> str | None:
         extra = "gpu" if device == "cuda" else "onnx"

@@ -88,6 +88,7 @@ class TensorRT:
     name: str = "trt"
     precisions: tuple[str, ...] = ("fp16", "fp32")
     devices: tuple[str, ...] = ("cuda",)
+    own_allocator: bool = True  # the engine's activations and weights are TensorRT's allocations
 
     def unavailable(self, device: str, precision: str) -> str | None:
         if importlib.util.find_spec("tensorrt") is None:

@@ -8,7 +8,7 @@ import gc
 
 import torch
 
-from zvperf.backends import check_runnable, get_backend
+from zvperf.backends import check_runnable, get_backend, own_allocator
 from zvperf.engine import audio
 from zvperf.engine.device import on_engine_stream, synchronize
 from zvperf.engine.models import ZipVoice, speech_condition_from_prompt
@@ -72,6 +72,7 @@ class Engine:
         check_runnable(backend, options.device, config.precision)
         self.config = config
         self.options = options
+        self.own_allocator = own_allocator(backend)  # its memory is NVML's figure, not torch's
         self.weights = load_weights(config.model, options.weights)
         is_reference = config.backend == "torch" and config.precision == "fp32"
         with on_engine_stream(options.device):
