@@ -25,7 +25,7 @@ from torch import Tensor
 
 from zvperf.backends import BackendUnavailable
 from zvperf.backends.onnx_export import INPUT_NAMES, OUTPUT_NAME, cache_dir, exported_step, exporter_missing
-from zvperf.backends.stepping import StepFunction, StepSolver, graph_inputs
+from zvperf.backends.stepping import StepFunction, StepSolver, built_step_solver, graph_inputs
 from zvperf.engine.device import engine_stream, on_engine_stream, stream_handle
 from zvperf.engine.models import ZipVoice
 from zvperf.errors import ZvperfError
@@ -229,16 +229,7 @@ class OrtBackend:
         return gpu_provider_options(self.provider, stream, torch.cuda.current_device(), precision, profile)
 
     def prepare(self, model: ZipVoice, device: str, precision: str) -> StepSolver:
-        steps: dict[bool, StepFunction] = {}
-
-        def step_for(guided: bool) -> StepFunction:
-            if guided not in steps:
-                steps[guided] = self._step(model, guided, device, precision)
-            return steps[guided]
-
-        # Build the graph the model normally needs now, so that its cost stays out of timed calls.
-        step_for(not model.guidance_is_input)
-        return StepSolver(model, step_for)
+        return built_step_solver(model, lambda guided: self._step(model, guided, device, precision))
 
     def _step(self, model: ZipVoice, guided: bool, device: str, precision: str) -> StepFunction:
         ort = _onnxruntime()

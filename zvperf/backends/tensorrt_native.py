@@ -24,7 +24,7 @@ from zvperf.backends.onnx_export import (
     model_digest,
 )
 from zvperf.backends.ort import PROFILE_BATCH, PROFILE_FRAMES
-from zvperf.backends.stepping import StepFunction, StepSolver, graph_inputs
+from zvperf.backends.stepping import StepFunction, StepSolver, built_step_solver, graph_inputs
 from zvperf.engine.device import engine_stream, on_engine_stream, stream_handle
 from zvperf.engine.models import ZipVoice
 from zvperf.engine.precision import DTYPES
@@ -96,15 +96,7 @@ class TensorRT:
         return exporter_missing("gpu")
 
     def prepare(self, model: ZipVoice, device: str, precision: str) -> StepSolver:
-        steps: dict[bool, StepFunction] = {}
-
-        def step_for(guided: bool) -> StepFunction:
-            if guided not in steps:
-                steps[guided] = self._step(model, guided, device, precision)
-            return steps[guided]
-
-        step_for(not model.guidance_is_input)  # build (or load) the engine now, outside any timing
-        return StepSolver(model, step_for)
+        return built_step_solver(model, lambda guided: self._step(model, guided, device, precision))
 
     def _step(self, model: ZipVoice, guided: bool, device: str, precision: str) -> StepFunction:
         import tensorrt as trt

@@ -330,11 +330,11 @@ def environment() -> dict[str, Any]:
     from zvperf.suite.telemetry import load_nvml
 
     env: dict[str, Any] = {"platform": platform.platform(), **software_versions()}
+    installed = {_normalised(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()}
     for name in ("onnx", "onnxruntime-gpu", "tensorrt-cu13", "nvidia-ml-py", "typing-extensions", "soundfile"):
-        env[name] = _version(name)
-    env["piper_phonemize"] = next(
-        filter(None, map(_version, ("piper-phonemize", "piper-phonemize-cross", "piper-phonemize-fix"))), None
-    )
+        env[name] = installed.get(name)
+    piper = ("piper-phonemize", "piper-phonemize-cross", "piper-phonemize-fix")
+    env["piper_phonemize"] = next((f"{n} {installed[n]}" for n in piper if n in installed), None)
     if importlib.util.find_spec("onnxruntime") is not None:
         import onnxruntime
 
@@ -353,11 +353,9 @@ def environment() -> dict[str, Any]:
     return env
 
 
-def _version(distribution: str) -> str | None:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
+def _normalised(distribution: str) -> str:
+    """A distribution's name as the package index compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", distribution).lower()
 
 
 def _plugin_installed() -> bool:
