@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import CONFORMANCE, DATA
-from zvperf.cli import gpu_check
+from tests.helpers import CASE_DIRS, CONFORMANCE, DATA
+from zvperf.cli import gpu_check, main
 
 ROOT = Path(__file__).parents[1]
 
@@ -106,3 +106,20 @@ def test_results_are_merged_judged_and_reported(tmp_path):
     assert runner._finish(time.monotonic(), 0) == 0
     markdown = (runner.output / "gpu-check.md").read_text()
     assert "| gate | ok |" in markdown and "report.en.md" in markdown
+
+
+def test_conformance_verdicts_are_read_from_zvperf_conforms_output(capsys):
+    assert main(["conform", str(CASE_DIRS[0])]) == 0
+    found = gpu_check.CONFORM_LINE.findall(capsys.readouterr().out)
+    assert [name for name, *_ in found] == ["text_condition", "fm_velocity", "x1"]
+    assert all(verdict == "ok" for *_, verdict in found)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_every_gpu_backend_and_precision_gets_a_conformance_step(tmp_path):
+    runner = check(tmp_path)
+    runner._conformance()
+    names = [step.name for step in runner.steps]
+    assert len(names) == 15 and "conform ort-trt fp16" in names and "conform compile bf16" in names
+    assert "conform trt bf16" not in names  # what a backend does not have is not asked of it
+    assert all(step.status == "skipped" and "no CUDA device" in step.detail for step in runner.steps)
