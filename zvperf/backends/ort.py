@@ -118,8 +118,9 @@ def gpu_provider_options(
         **(trt_profile or {}),
     }
     if precision == "fp16":
-        # The provider builds weakly typed networks with TensorRT 10: without the flag it may run the fp16
-        # graph's layers in fp32; with it, it keeps the normalisation's Pow and ReduceMean in fp32 only when told.
+        # With TensorRT 10 the provider builds weakly typed networks: without the flag it may run the fp16 graph's
+        # layers in fp32, and with it TensorRT may narrow what the graph casts up, unless the normalisation's
+        # Pow and ReduceMean are explicitly kept in fp32.
         trt |= {"trt_fp16_enable": True, "trt_layer_norm_fp32_fallback": True}
     return [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", cuda)]
 
