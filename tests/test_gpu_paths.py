@@ -90,17 +90,23 @@ def test_the_engine_stream_is_not_the_default_stream_and_orders_work_both_ways()
 @pytest.mark.cuda
 @needs_cuda
 @pytest.mark.parametrize("backend", ["ort-cuda", "ort-trt"])
-def test_onnx_runtime_sessions_run_on_the_engine_stream(backend):
+def test_onnx_runtime_gpu_sessions_run_on_the_engine_stream(backend, tiny_graph):
     from zvperf.backends import check_runnable
 
     try:
         check_runnable(get_backend(backend), "cuda", "fp16")
     except BackendUnavailable as reason:
         pytest.skip(str(reason))
-    model, _ = synthetic_model("zipvoice_distill", config=tiny_config())
-    get_backend(backend).prepare(model.cuda().half(), "cuda", "fp16")
-    used = ort_backend.providers_used()[f"{backend} fp16"]
-    assert used[0] == get_backend(backend).provider
+    import onnxruntime as ort
+
+    provider = get_backend(backend).provider
+    handle = stream_handle(engine_stream("cuda"))
+    providers = ort_backend.gpu_provider_options(provider, handle, torch.cuda.current_device(), "fp16")
+    session = ort_backend.open_session(ort, tiny_graph, ort.SessionOptions(), providers, backend, "fp16")
+    assert session.get_providers()[0] == provider
+    for name, options in session.get_provider_options().items():
+        if name != "CPUExecutionProvider":
+            assert options["user_compute_stream"] == str(handle), name
 
 
 # ---------------------------------------------------------------------------------------------
