@@ -118,3 +118,26 @@ def test_tox_environments_and_their_commands():
     for line in tox["testenv:report"]["commands"].strip().splitlines():
         args = shlex.split(line.replace("{posargs:", "").replace("}", "").replace("{tox_root", "").replace("{/", "/"))
         build_parser(args[1:]).parse_args(args[1:])
+
+
+def test_the_gpu_check_runs_from_tox_and_the_readme_says_how():
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+    env = tox["testenv:gpu-check"]
+    assert env["extras"].strip() == ""  # never the onnx extra's onnxruntime beside onnxruntime-gpu
+    assert '"{tox_root}[gpu]"' in env["commands_pre"]
+    args = shlex.split(env["commands"].replace("{posargs:gpu-check}", "gpu-check"))
+    assert args[:2] == ["zvperf", "gpu-check"]
+    build_parser(args[1:]).parse_args(args[1:])
+    readme = (ROOT / "README.md").read_text()
+    assert "## GPU check" in readme and "tox -e gpu-check" in readme
+    for script in ("gpu-check-offline.sh", "gpu-check-wheels.sh"):
+        assert (ROOT / "scripts" / script).is_file() and f"scripts/{script}" in readme
+
+
+def test_the_carried_wheels_are_listed_with_the_size_the_readme_gives():
+    listed = [line for line in (ROOT / "scripts" / "gpu-check-wheels.txt").read_text().splitlines() if "==" in line]
+    sizes = [int(re.search(r"# ([\d,]+) B", line).group(1).replace(",", "")) for line in listed]
+    total = sum(sizes)
+    assert len(listed) == 11 and total == 17_439_190
+    assert f"{total:,} bytes" in (ROOT / "README.md").read_text()

@@ -20,13 +20,13 @@ import torch
 
 from zvperf.engine.models import DecoderStep, ZipVoice
 from zvperf.errors import ZvperfError
-from zvperf.files import replacing
+from zvperf.files import build_once, replacing
 
 INPUT_NAMES = ("x", "constant", "padding_mask", "conditioning", "coefficients")
 OUTPUT_NAME = "x_next"
 OPSET = 17
 # Part of every cache key: bump it when the exported graph changes.
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2  # 2: half-precision graphs keep softmax, softplus and normalisation statistics in fp32
 
 
 def exporter_missing(extra: str) -> str | None:
@@ -99,6 +99,4 @@ def exported_step(model: ZipVoice, guided: bool, dtype: torch.dtype = torch.floa
     kind = "cfg" if guided else "single"
     precision = {torch.float32: "fp32", torch.float16: "fp16"}[dtype]
     path = cache_dir() / "onnx" / f"{model.name}-{model_digest(model)}-{kind}-{precision}-opset{OPSET}.onnx"
-    if not path.is_file():
-        export_step(model, guided, path, dtype)
-    return path
+    return build_once(path, lambda: export_step(model, guided, path, dtype))

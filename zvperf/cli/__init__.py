@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 from zvperf.errors import ZvperfError
 
-# name -> one line of help; the module zvperf.cli.<name> has add_arguments(parser) and run(args).
+# name -> one line of help; the module zvperf.cli.<name> (hyphens as underscores) has add_arguments(parser) and
+# run(args).
 COMMANDS = {
     "baseline": "update, show or revert the per-hardware baselines the gate compares with",
     "bench": "run the benchmark matrix split over several GPUs (one process each) and merge the JSON",
@@ -20,6 +21,7 @@ COMMANDS = {
     "compare": "judge a --benchmark-json file against the baselines of its hardware (exit 1 on a significant slowdown)",
     "conform": "run conformance case folders and compare with the reference outputs",
     "export": "write a --benchmark-json file as Bencher Metric Format or github-action-benchmark JSON",
+    "gpu-check": "try every GPU path once in a few minutes: versions, conformance, a short benchmark, verdicts, report",
     "history": "record runs in the per-hardware history; show trends, change points, drift and standing regressions",
     "report": "render benchmark results into a markdown guide with plots (ja or en)",
     "synth": "synthesise speech from text and a prompt, with stage timings",
@@ -38,7 +40,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     for name, help in COMMANDS.items():
         command = sub.add_parser(name, help=help, description=help)
         if name == chosen:
-            module = importlib.import_module(f"{__name__}.{name}")
+            module = importlib.import_module(f"{__name__}.{name.replace('-', '_')}")
             module.add_arguments(command)
             command.set_defaults(run=module.run)
     return parser

@@ -245,11 +245,14 @@ def backends(section: Section) -> dict[str, Any]:
 
 
 def _memory(result: Result) -> tuple[float | None, str | None]:
-    """Peak memory and where it was measured: torch's allocator, NVML (whole GPU), or the process RSS on a CPU."""
+    """Peak memory and where it was measured: torch's allocator, NVML (this process, else the whole GPU: what
+    rows of backends with their own allocator have), or the process RSS on a CPU."""
     telemetry = result.facts.telemetry
     gpu = result.facts.gpu_telemetry
     if telemetry.get("torch_peak_allocated_mib") is not None:
         return telemetry["torch_peak_allocated_mib"], "torch"
+    if gpu.get("process_memory_mib_peak") is not None:
+        return gpu["process_memory_mib_peak"], "nvml-process"
     if gpu.get("memory_used_mib_peak") is not None:
         return gpu["memory_used_mib_peak"], "nvml"
     rss = (telemetry.get("cpu") or {}).get("rss_mib_peak")

@@ -74,9 +74,12 @@ class BenchmarkFacts:
 
     @property
     def peak_memory_mib(self) -> float | None:
-        """torch's peak allocation on a GPU run, else the process's peak resident memory."""
+        """torch's peak allocation on a GPU run (NVML's figure for this process where the backend allocates
+        outside torch), else the process's peak resident memory."""
         if "torch_peak_allocated_mib" in self.telemetry:
             return self.telemetry["torch_peak_allocated_mib"]
+        if self.gpu_telemetry.get("process_memory_mib_peak") is not None:
+            return self.gpu_telemetry["process_memory_mib_peak"]
         return (self.telemetry.get("cpu") or {}).get("rss_mib_peak")
 
     def with_flag(self, code: str, detail: str) -> BenchmarkFacts:

@@ -69,10 +69,21 @@ def software_versions() -> dict[str, str | None]:
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cudnn": str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else None,
-        "tensorrt": _package_version("tensorrt"),
+        # The gpu extra installs tensorrt-cu13 without the tensorrt meta-package.
+        "tensorrt": _package_version("tensorrt")
+        or _package_version("tensorrt-cu13")
+        or _package_version("tensorrt-cu12"),
         "onnxruntime": _package_version("onnxruntime-gpu") or _package_version("onnxruntime"),
         "vocos": _package_version("vocos"),
     }
+
+
+def onnxruntime_providers() -> dict[str, list[str]]:
+    """The execution providers each ONNX Runtime backend really ran on in this process ("ort-trt fp16" ->
+    providers in priority order), read from the sessions themselves."""
+    from zvperf.backends.ort import providers_used
+
+    return providers_used()
 
 
 def _slug(text: str) -> str:

@@ -21,7 +21,7 @@ from zvperf.results.derived import add_speedups
 from zvperf.results.schema import RESULTS_FORMAT, Result
 from zvperf.results.summary import summary_lines
 from zvperf.suite.engines import EngineCache
-from zvperf.suite.machine import machine_summary
+from zvperf.suite.machine import machine_summary, onnxruntime_providers
 from zvperf.suite.matrix import Combo, Config
 from zvperf.suite.options import BenchOptions, add_options
 from zvperf.suite.session import BenchSession
@@ -153,6 +153,7 @@ def _run_gate(session: pytest.Session, gate: GateRun) -> None:
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
     machine_info["zvperf"] = machine_summary(_session(config).options.device)
+    machine_info["zvperf"]["onnxruntime_providers"] = onnxruntime_providers()
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:
