@@ -105,7 +105,7 @@ def test_results_and_gate_import_neither_torch_nor_pytest():
     [
         ["compare", "tests/data/report/cpu.json", "--baselines-dir", "baselines"],
         ["report", "tests/data/report/cpu.json", "--lang", "en", "-o", "{tmp}/report.md"],
-        ["baseline", "show", "--hardware-key", "cpu-amd-epyc-2c"],
+        ["baseline", "show", "--hardware-key", "cpu-amd-epyc-f25m1-avx2-2c"],
         ["--help"],
     ],
     ids=lambda argv: argv[0],

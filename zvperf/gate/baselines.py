@@ -216,10 +216,14 @@ def _locked(path: Path) -> Iterator[None]:
         raise ZvperfError(f"could not lock {path} within {LOCK_TIMEOUT_S} s: is another update stuck?") from None
 
 
+# What a baseline file records of the machine (the CPU flags let the gate warn when a key matches but they do not).
+MACHINE_KEYS = ("cpu", "cpu_cores", "cpu_family", "cpu_model_number", "cpu_isa", "cpu_flags")
+
+
 def _machine(results: ResultsFile) -> dict[str, Any]:
     facts = results.zvperf_machine
     gpu = facts.get("gpu") or {}
-    return {"cpu": facts.get("cpu"), "cpu_cores": facts.get("cpu_cores"), "gpu": gpu.get("name")}
+    return {**{key: facts.get(key) for key in MACHINE_KEYS if key in facts}, "gpu": gpu.get("name")}
 
 
 @dataclasses.dataclass
