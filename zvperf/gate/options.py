@@ -24,7 +24,25 @@ def add_baseline_options(add: Callable[..., Any], prefix: str = "") -> None:
 
 
 def add_gate_options(add: Callable[..., Any], prefix: str = "") -> None:
-    """``--{prefix}baselines-dir`` and ``--{prefix}gate-config`` (the CLI also takes ``--config``)."""
+    """``--{prefix}baselines-dir``, ``--{prefix}gate-config`` (the CLI also takes ``--config``) and
+    ``--{prefix}require-baseline``."""
     add_baseline_options(add, prefix)
     names = [f"--{prefix}gate-config"] + ([] if prefix else ["--config"])
     add(*names, type=Path, metavar="FILE", help="gate settings (default: BASELINES_DIR/gate.toml when present)")
+    add(
+        f"--{prefix}require-baseline",
+        action="store_true",
+        help="fail when this hardware has no baseline file, or nothing was judged (what CI wants)",
+    )
+
+
+def add_head_baselines_option(add: Callable[..., Any], prefix: str = "") -> None:
+    """``--{prefix}head-baselines-dir``: the judged change's own baselines folder, named in the report when it
+    differs from the one judged against."""
+    add(
+        f"--{prefix}head-baselines-dir",
+        type=Path,
+        metavar="DIR",
+        help="the judged change's own baselines folder (with --baselines-dir at the base commit's): its edits are "
+        "not used, and the report names them",
+    )

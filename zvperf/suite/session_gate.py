@@ -16,7 +16,7 @@ import pytest
 from zvperf.errors import ZvperfError
 from zvperf.gate import baselines, judge
 from zvperf.gate.config import GateConfig, load_config
-from zvperf.results.schema import RESULTS_FORMAT, Result, ResultsFile
+from zvperf.results.schema import RESULTS_FORMAT, Result, ResultsFile, Unmeasured
 from zvperf.suite.machine import hardware_key, machine_summary
 
 
@@ -26,6 +26,7 @@ class GateRun:
     update: bool
     directory: Path
     config: GateConfig
+    require_baseline: bool = False
 
     @property
     def active(self) -> bool:
@@ -34,7 +35,13 @@ class GateRun:
     @classmethod
     def from_config(cls, config: pytest.Config, device: str) -> GateRun:
         directory = Path(config.getoption("zv_baselines_dir")).resolve()
-        run = cls(config.getoption("zv_gate"), config.getoption("zv_update_baseline"), directory, GateConfig())
+        run = cls(
+            config.getoption("zv_gate"),
+            config.getoption("zv_update_baseline"),
+            directory,
+            GateConfig(),
+            config.getoption("zv_require_baseline"),
+        )
         if run.gate:
             run.config = load_config(config.getoption("zv_gate_config"), directory)
         if run.active:
@@ -48,7 +55,7 @@ class GateRun:
         failed = False
         try:
             if self.gate:
-                report = judge.compare(results, self.directory, self.config)
+                report = judge.compare(results, self.directory, self.config, self.require_baseline)
                 lines += report.lines()
                 failed = report.failed
             if self.update:
@@ -59,8 +66,11 @@ class GateRun:
         return lines, failed
 
 
-def session_results(config: pytest.Config, results: list[Result], device: str) -> ResultsFile:
-    """This session's results with the machine and commit facts pytest-benchmark will write to its JSON."""
+def session_results(
+    config: pytest.Config, results: list[Result], device: str, unmeasured: dict[str, Unmeasured]
+) -> ResultsFile:
+    """This session's results (and its benchmarks without one) with the machine and commit facts pytest-benchmark
+    will write to its JSON."""
     return ResultsFile(
         path=Path("this pytest run"),
         machine_info={"zvperf": machine_summary(device)},
@@ -68,4 +78,5 @@ def session_results(config: pytest.Config, results: list[Result], device: str) -
         datetime=datetime.now(timezone.utc).isoformat(),
         results=results,
         format=RESULTS_FORMAT,
+        unmeasured=unmeasured,
     )
