@@ -20,10 +20,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=FORMATS, default="text", help="text (default), md (job summary) or json")
 
 
-def run(args: argparse.Namespace) -> int:
+def gate_report(args: argparse.Namespace) -> judge.GateReport:
     results = load_results(args.results)
     config = load_config(args.gate_config, args.baselines_dir)
-    report = judge.compare(results, args.baselines_dir, config, args.require_baseline)
+    return judge.compare(results, args.baselines_dir, config, args.require_baseline)
+
+
+def print_report(args: argparse.Namespace, report: judge.GateReport) -> int:
+    """Print the report in the asked format, naming the change's own ignored baseline edits; the exit status."""
     report.warnings[:0] = judge.ignored_head_changes(args.head_baselines_dir, args.baselines_dir)
     sys.stdout.write(render(report, args.format))
     return 1 if report.failed else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return print_report(args, gate_report(args))

@@ -9,7 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from zvperf.argtypes import bounded_int
 from zvperf.gate.baselines import DEFAULT_DIR
+from zvperf.gate.confirm import MIN_PROCESSES
 
 
 def add_baseline_options(add: Callable[..., Any], prefix: str = "") -> None:
@@ -45,4 +47,22 @@ def add_head_baselines_option(add: Callable[..., Any], prefix: str = "") -> None
         metavar="DIR",
         help="the judged change's own baselines folder (with --baselines-dir at the base commit's): its edits are "
         "not used, and the report names them",
+    )
+
+
+def add_confirm_options(add: Callable[..., Any], prefix: str = "") -> None:
+    """Where the base commit's checkout is, and how many processes of each side a confirmation runs."""
+    add(
+        f"--{prefix}base-checkout",
+        type=Path,
+        metavar="DIR",
+        default=Path(".zvperf-base"),
+        help="a checkout of the base commit, whose code runs with this environment (default: .zvperf-base)",
+    )
+    add(
+        f"--{prefix}confirm-processes" if prefix else "--processes",
+        type=bounded_int(MIN_PROCESSES),
+        default=MIN_PROCESSES,
+        metavar="N",
+        help=f"processes of each commit, alternating base and head (default and minimum: {MIN_PROCESSES})",
     )

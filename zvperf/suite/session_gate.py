@@ -16,8 +16,11 @@ import pytest
 from zvperf.errors import ZvperfError
 from zvperf.gate import baselines, judge
 from zvperf.gate.config import GateConfig, load_config
+from zvperf.gate.confirm import MIN_PROCESSES
 from zvperf.results.schema import RESULTS_FORMAT, Result, ResultsFile, Unmeasured
+from zvperf.suite.confirm import confirm_report
 from zvperf.suite.machine import hardware_key, machine_summary
+from zvperf.suite.options import measurement_args
 
 
 @dataclasses.dataclass
@@ -27,6 +30,11 @@ class GateRun:
     directory: Path
     config: GateConfig
     require_baseline: bool = False
+    confirm: bool = False  # --zv-confirm: settle failed and inconclusive verdicts A/B against the base commit
+    base_checkout: Path = Path(".zvperf-base")
+    processes: int = MIN_PROCESSES
+    rerun_args: list[str] = dataclasses.field(default_factory=list)  # what the A/B processes measure
+    head_args: list[str] = dataclasses.field(default_factory=list)  # the head's alone: an injected slowdown
 
     @property
     def active(self) -> bool:
@@ -35,13 +43,21 @@ class GateRun:
     @classmethod
     def from_config(cls, config: pytest.Config, device: str) -> GateRun:
         directory = Path(config.getoption("zv_baselines_dir")).resolve()
+        slowdown = config.getoption("zv_inject_slowdown")
         run = cls(
             config.getoption("zv_gate"),
             config.getoption("zv_update_baseline"),
             directory,
             GateConfig(),
             config.getoption("zv_require_baseline"),
+            config.getoption("zv_confirm"),
+            Path(config.getoption("zv_base_checkout")).resolve(),
+            config.getoption("zv_confirm_processes"),
+            measurement_args(config),
+            [f"--zv-inject-slowdown={slowdown}"] if slowdown else [],
         )
+        if run.confirm and not run.gate:
+            raise ZvperfError("--zv-confirm confirms the gate's verdicts: it needs --zv-gate.")
         if run.gate:
             run.config = load_config(config.getoption("zv_gate_config"), directory)
         if run.active:
@@ -56,6 +72,8 @@ class GateRun:
         try:
             if self.gate:
                 report = judge.compare(results, self.directory, self.config, self.require_baseline)
+                if self.confirm:
+                    report = confirm_report(report, self.base_checkout, self.rerun_args, self.processes, self.head_args)
                 lines += report.lines()
                 failed = report.failed
             if self.update:
