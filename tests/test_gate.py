@@ -378,3 +378,5 @@ def test_calibrate_prints_false_alarm_and_detection_rates(tiny_dir: Path, pytest
     assert "argument --baseline-runs: 0 is below 1" in capsys.readouterr().err
     assert main(["calibrate", "--slowdowns=0.1,x"]) == 2
     assert "argument --slowdowns: 'x' is not a number" in capsys.readouterr().err
+    assert main(["calibrate", "--confirm", "--processes=2"]) == 2  # an A/B needs three processes a side
+    assert "argument --processes: 2 is below 3" in capsys.readouterr().err
