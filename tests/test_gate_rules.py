@@ -107,7 +107,7 @@ def test_errored_and_unverified_benchmarks_fail_with_or_without_a_baseline(tmp_p
         {
             f"{B} solver": {
                 "outcome": "failed",
-                "reason": "ort-cpu fp32 differs from torch fp32 by 0.31 (limit 0.001)",
+                "reason": "ort-cpu fp32 differs from torch fp32 by 0.31 (limit 1e-3)",
             },
             unverified: {"outcome": "error", "reason": "RuntimeError: the cold-start process failed"},
             "zipvoice-16step-torch-fp32 solver": {"outcome": "deselected", "reason": "-k distill"},  # nothing to judge
