@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,35 @@ def test_an_inherited_cuda_visible_devices_is_split_not_overwritten():
     for nothing in ("", "0,0", "-1"):
         with pytest.raises(ZvperfError, match=rf"no GPU is visible \(CUDA_VISIBLE_DEVICES={nothing!r}"):
             parse_gpus("all", inherited=nothing)
+
+
+def test_a_failed_shard_makes_bench_exit_non_zero_and_its_reasons_reach_the_merged_json(tmp_path, monkeypatch, capsys):
+    """One shard's benchmark fails (a plugin that breaks every test on "GPU" 1); the other's result is kept, the
+    failure is recorded for the gate, and zvperf bench exits 1 instead of passing the merge off as complete."""
+    weights = tmp_path / "weights"
+    for model in ("zipvoice", "zipvoice_distill"):
+        write_official_dir(tiny_weights(model), weights / model)
+    (tmp_path / "break_gpu1.py").write_text(
+        "import os, pytest\n\n"
+        "@pytest.hookimpl(tryfirst=True)\n"
+        "def pytest_runtest_call(item):\n"
+        "    if os.environ.get('CUDA_VISIBLE_DEVICES') == '1':\n"
+        "        pytest.fail('this GPU broke (a fake failure)')\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "merged.json"
+    code = main(
+        ["bench", "--gpus", "0,1", "--output", str(out), "--", "-p", "no:cacheprovider", "-p", "break_gpu1",
+         "--zv-device=cpu", f"--zv-weights={weights}", "--zv-steps=1", "-k", "solver", "--zv-rounds=2", "--zv-warmup=0"]
+    )  # fmt: skip
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "1 benchmarks from 2 shard(s)" in captured.out
+    assert "zvperf bench: shard failed on GPU 1 (pytest exit 1:" in captured.err
+    merged = json.loads(out.read_text())
+    assert [b["param"] for b in merged["benchmarks"]] == ["zipvoice-1step-torch-fp32"]
+    assert merged["zvperf"]["unmeasured"]["zipvoice_distill-1step-torch-fp32 solver"] == {
+        "outcome": "failed",
+        "reason": "this GPU broke (a fake failure)",
+    }

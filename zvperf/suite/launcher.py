@@ -89,8 +89,9 @@ def visible_gpu_count() -> int:
     return torch.cuda.device_count()
 
 
-def run_shards(gpus: Sequence[str], pytest_args: Sequence[str], workdir: Path) -> list[Path]:
-    """Start one ``pytest --benchmark-only`` per GPU at once, wait for all, and return their JSON files."""
+def run_shards(gpus: Sequence[str], pytest_args: Sequence[str], workdir: Path) -> tuple[list[Path], list[str]]:
+    """Start one ``pytest --benchmark-only`` per GPU at once, wait for all, and return their JSON files and the
+    shards that failed (a benchmark that failed or errored, a crash): the files hold what the others measured."""
     processes = []
     for index, gpu in enumerate(gpus):
         out = workdir / f"shard-{index}-gpu{gpu}.json"
@@ -101,13 +102,11 @@ def run_shards(gpus: Sequence[str], pytest_args: Sequence[str], workdir: Path) -
         processes.append((gpu, out, log, subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)))
     failed = []
     for gpu, _, log, process in processes:
-        # pytest exits 1 when a benchmark failed (a backend that disagrees); the JSON still holds the rest.
-        if process.wait() not in (0, 1):
-            failed.append(f"GPU {gpu} (exit {process.returncode}, log {log.name})")
+        if process.wait() != 0:
+            tail = Path(log.name).read_text(errors="replace").strip().splitlines() or ["no output"]
+            failed.append(f"GPU {gpu} (pytest exit {process.returncode}: {tail[-1]})")
         log.close()
-    if failed:
-        raise ZvperfError(f"benchmark shard(s) failed on {', '.join(failed)}.")
-    return [out for _, out, _, _ in processes]
+    return [out for _, out, _, _ in processes], failed
 
 
 def merge(paths: Sequence[Path]) -> dict[str, Any]:
@@ -131,6 +130,10 @@ def merge(paths: Sequence[Path]) -> dict[str, Any]:
                 "cuda_visible_devices": zvperf.get("cuda_visible_devices"),
             }
             merged["benchmarks"].append(bench)
+    # What each shard collected and did not time, and why (results format 3): the gate names them.
+    merged["zvperf"] = {**shards[0].get("zvperf", {}), "unmeasured": {}}
+    for shard in shards:
+        merged["zvperf"]["unmeasured"].update((shard.get("zvperf") or {}).get("unmeasured") or {})
     merged["machine_info"] = dict(shards[0]["machine_info"])
     providers: dict[str, list[str]] = {}
     for shard in shards:  # each shard built its own backends
@@ -143,9 +146,13 @@ def merge(paths: Sequence[Path]) -> dict[str, Any]:
     return merged
 
 
-def launch(gpus: Sequence[str], pytest_args: Sequence[str], output: Path) -> dict[str, Any]:
-    """Run the shards and write the merged JSON to ``output`` (through a temporary file and a rename)."""
+def launch(gpus: Sequence[str], pytest_args: Sequence[str], output: Path) -> tuple[dict[str, Any], list[str]]:
+    """Run the shards and write the merged JSON to ``output`` (through a temporary file and a rename); returns it
+    and the shards that failed, whose results are missing from it."""
     with tempfile.TemporaryDirectory(prefix="zvperf-shards-") as workdir:
-        merged = merge(run_shards(gpus, pytest_args, Path(workdir)))
+        paths, failed = run_shards(gpus, pytest_args, Path(workdir))
+        if failed and not any(path.is_file() for path in paths):
+            raise ZvperfError(f"every benchmark shard failed: {'; '.join(failed)}.")
+        merged = merge(paths)
     write_atomic(output, json.dumps(merged, indent=2) + "\n")
-    return merged
+    return merged, failed
