@@ -82,10 +82,15 @@ def test_steps_beyond_the_budget_are_not_run_and_fail_the_check(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 def test_a_benchmark_step_reports_what_pytest_skipped_and_why(tmp_path):
-    """The guide step on a CPU machine: every benchmark skips, so the step failed and says why."""
+    """The guide step on a CPU machine: every benchmark skips, so the step failed and says why; its JSON records
+    what was not measured and why, for the gate."""
     runner = check(tmp_path)
     runner.work = tmp_path
-    assert runner._guide() is None
+    results = runner._guide()
+    assert results is not None
+    unmeasured = json.loads(results.read_text())["zvperf"]["unmeasured"]
+    assert unmeasured and {u["outcome"] for u in unmeasured.values()} == {"skipped"}
+    assert all("no CUDA device is available" in u["reason"] for u in unmeasured.values())
     (step,) = runner.steps
     assert step.status == "failed"
     assert "skipped" in step.detail and "no CUDA device is available" in step.detail
