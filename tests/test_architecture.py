@@ -122,7 +122,7 @@ def test_results_gate_and_history_import_neither_torch_nor_pytest():
     [
         ["compare", "tests/data/report/cpu.json", "--baselines-dir", "baselines"],
         ["report", "tests/data/report/cpu.json", "--lang", "en", "-o", "{tmp}/report.md"],
-        ["baseline", "show", "--hardware-key", "cpu-amd-epyc-2c"],
+        ["baseline", "show", "--hardware-key", "cpu-amd-epyc-f25m1-avx2-2c"],
         ["history", "add", "tests/data/report/cpu.json", "--history-dir", "{tmp}/history"],
         ["export", "--format", "bencher", "tests/data/report/cpu.json", "-o", "{tmp}/bmf.json"],
         ["--help"],

@@ -12,6 +12,7 @@ import torch
 from tests.helpers import CASE_DIRS, tiny_config, tiny_weights
 from zvperf import backends
 from zvperf.backends import BackendUnavailable, check_runnable, get_backend
+from zvperf.backends.compiled import Compiled, FellBackToEager
 from zvperf.backends.onnx_export import example_inputs, exported_step, model_digest
 from zvperf.cli import main
 from zvperf.engine.conformance import load_case, run_case
@@ -166,7 +167,10 @@ def test_a_cpu_backend_is_verified_then_timed(pytester, tmp_path):
         "--zv-lengths=100", "--zv-batch=1,2", "--zv-rounds=2", "--zv-warmup=1", "-k", "solver",
     )  # fmt: skip
     result.assert_outcomes(passed=2)
-    benches = {b["param"]: b["extra_info"] for b in json.loads(out.read_text())["benchmarks"]}
+    saved = json.loads(out.read_text())
+    # What the session really ran on, as ONNX Runtime reports it.
+    assert saved["machine_info"]["zvperf"]["onnxruntime_providers"]["ort-cpu fp32"] == ["CPUExecutionProvider"]
+    benches = {b["param"]: b["extra_info"] for b in saved["benchmarks"]}
     assert set(benches) == {"zipvoice_distill-2step-ort-cpu-fp32-100f", "zipvoice_distill-2step-ort-cpu-fp32-100f-b2"}
     for info in benches.values():
         assert info["backend"] == "ort-cpu" and info["frames"] == 100
@@ -190,6 +194,68 @@ def test_the_fp16_export_is_a_valid_half_precision_graph():
     half, single, boolean = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT, onnx.TensorProto.BOOL
     assert types == {"x": half, "constant": half, "padding_mask": boolean, "conditioning": half, "coefficients": single}
     assert graph.graph.output[0].type.tensor_type.elem_type == half
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="onnx is not installed")
+def test_the_fp16_export_keeps_softmax_softplus_and_normalisation_in_fp32():
+    """Like the eager model (and autocast): the half-precision graph casts up around these operators, which
+    strongly typed TensorRT and ONNX Runtime then run in fp32 (softplus is exported as Exp, Log and Where)."""
+    import onnx
+
+    model, _ = synthetic_model("zipvoice_distill", config=tiny_config())
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(exported_step(model, False, torch.float16)))).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input]}
+    types.update({i.name: i.data_type for i in graph.initializer})
+    watched = {"Softmax", "Exp", "Log", "ReduceMean", "Pow", "Sqrt"}
+    inputs = {(node.op_type, types.get(node.input[0])) for node in graph.node if node.op_type in watched}
+    assert {op for op, _ in inputs} >= {"Softmax", "Exp", "Log", "ReduceMean"}
+    assert all(elem == onnx.TensorProto.FLOAT for _, elem in inputs), inputs
+
+
+@pytest.fixture
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def counting_compiler(calls: list[tuple[int, ...]]):
+    """A torch.compile backend that runs dynamo's captured graph and records the input shape of every call: a
+    call that reaches it ran compiled code, not the eager fallback."""
+
+    def compiler(graph_module, example_inputs):
+        def run(*args):
+            calls.append(tuple(next(a for a in args if isinstance(a, torch.Tensor) and a.dim() == 3).shape))
+            return graph_module.forward(*args)
+
+        return run
+
+    return compiler
+
+
+def solve_inputs(model, batch: int, frames: int):
+    generator = torch.Generator().manual_seed(frames)
+    shape = (batch, frames, model.feat_dim)
+    return torch.randn(shape, generator=generator), torch.randn(shape, generator=generator), torch.zeros(shape)
+
+
+def test_compile_runs_compiled_code_at_every_length_or_fails_saying_it_fell_back(fresh_dynamo):
+    """More lengths than dynamo's recompile limit (8), every step of every one through the compiled graph; and
+    a solve that would need a graph past the limit fails instead of quietly running eagerly. (One test: tracing
+    the tiny model takes dynamo about 15 s per graph on a 2-core machine.)"""
+    model, _ = synthetic_model("zipvoice_distill", config=tiny_config())
+    calls: list[tuple[int, ...]] = []
+    solver = Compiled(compiler=counting_compiler(calls)).prepare(model, "cpu", "fp32")
+    lengths = (16, 17, 37, 64, 100, 129, 250, 333, 401, 513)
+    with torch.inference_mode():
+        for frames in lengths:
+            x0, text, speech = solve_inputs(model, 1, frames)
+            ours = solver(x0, text, speech, None, 2, 3.0)
+            assert torch.allclose(ours, model.solve(x0, text, speech, None, 2, 3.0), atol=1e-5)
+        assert [shape[:2] for shape in calls] == [(1, frames) for frames in lengths for _ in range(2)]
+        with torch._dynamo.config.patch(recompile_limit=1):
+            with pytest.raises(FellBackToEager, match="compile: torch.compile fell back to eager"):
+                solver(*solve_inputs(model, 2, 40), None, 1, 3.0)  # a second graph, past a limit of one
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from tests.gate_data import KEY, bench, spread_rounds, write_results
 from tests.helpers import tiny_weights, write_official_dir
 from zvperf.cli import main
 from zvperf.errors import ZvperfError
-from zvperf.gate import baselines, judge
+from zvperf.gate import baselines, judge, stats
 from zvperf.gate.config import GateConfig, Rule, load_config
 
 ID = "zipvoice_distill-4step-torch-fp32"
@@ -31,8 +31,8 @@ def gate_report(tmp_path: Path, new: list[float], old: list[float], config: Gate
 
 
 def test_min_p_value_of_the_exact_test():
-    assert judge.min_p_value(5, 5) == pytest.approx(1 / 252)
-    assert judge.min_p_value(3, 3) == pytest.approx(0.05)
+    assert stats.min_p_value(5, 5) == pytest.approx(1 / 252)
+    assert stats.min_p_value(3, 3) == pytest.approx(0.05)
 
 
 def test_a_significant_slowdown_fails_with_the_message_the_issue_asks_for(tmp_path: Path):
@@ -44,9 +44,12 @@ def test_a_significant_slowdown_fails_with_the_message_the_issue_asks_for(tmp_pa
     assert report.failed
     (verdict,) = report.verdicts
     assert verdict.status == judge.FAIL and not verdict.reason and not verdict.warnings
-    assert verdict.message == f"{ID} solver: median 3.61 s vs baseline 3.02 s (+19.5%, p=0.002, n=7/7) on cpu-xeon-2c"
+    assert (
+        verdict.message
+        == f"{ID} solver: median 3.61 s vs baseline 3.02 s (+19.5%, p=0.002 exact, p_adj=0.002, n=7/7) on cpu-xeon-2c"
+    )
     assert report.lines()[1] == f"FAIL          {verdict.message}"
-    assert report.lines()[-1].startswith("gate FAILED: 1 slower, 0 improved, 0 passed")
+    assert report.lines()[-1] == "gate FAILED: judged 1 of 1 configurations (1 slower, 0 improved, 0 passed)"
 
 
 @pytest.mark.parametrize(
@@ -74,7 +77,7 @@ def test_too_few_rounds_is_inconclusive_not_a_pass(tmp_path: Path):
     (verdict,) = gate_report(tmp_path, spread_rounds(0.2, n=3), spread_rounds(0.1, n=3)).verdicts
     assert verdict.status == judge.INCONCLUSIVE
     assert verdict.reason == "too few rounds (n=3/3) for p < 0.01"
-    assert "(+100.0%, p=0.050, n=3/3)" in verdict.message
+    assert "(+100.0%, p=0.050 exact, p_adj=0.050, n=3/3)" in verdict.message
 
 
 def test_noisy_or_throttled_results_and_noisy_baselines_are_inconclusive(tmp_path: Path):
@@ -111,7 +114,10 @@ def test_missing_baselines_and_other_hardware_are_warned_never_passed(tmp_path: 
         f"no baseline file for this hardware ({KEY}): {tmp_path / 'bl'} holds no baselines; nothing was judged"
     ]
     assert [v.status for v in report.verdicts] == [judge.NO_BASELINE] * 2
-    assert report.lines()[-1].startswith("gate found no slowdown, but could not judge 2 of 2: 0 slower")
+    assert report.lines()[-1] == (
+        "gate found no slowdown, but could not judge 2 of 2: judged 0 of 2 configurations "
+        "(0 slower, 0 improved, 0 passed); not judged: 2 without a baseline"
+    )
     baselines.update(
         tmp_path / "bl", write_results(tmp_path / "h.json", [bench(ID, spread_rounds(0.1))], key="nvidia-h100")
     )
@@ -158,7 +164,7 @@ def test_compare_exit_codes(tmp_path: Path, capsys):
     write_results(slow, [bench(ID, spread_rounds(0.125))])
     assert main(["baseline", "update", str(old), "--baselines-dir", directory]) == 0
     assert main(["compare", str(same), "--baselines-dir", directory]) == 0
-    assert "gate passed: 0 slower, 0 improved, 1 passed" in capsys.readouterr().out
+    assert "gate passed: judged 1 of 1 configurations (0 slower, 0 improved, 1 passed)" in capsys.readouterr().out
     assert main(["compare", str(slow), "--baselines-dir", directory]) == 1
     assert f"FAIL          {ID} solver: median 125.0 ms vs baseline 100.0 ms (+25.0%" in capsys.readouterr().out
     (tmp_path / "bl" / f"{KEY}.json").write_text("{")
@@ -258,7 +264,7 @@ def test_the_gate_fails_an_injected_slowdown_when_runs_without_one_pass(suite, p
                     "zvperf gate on cpu-* against *.json - fails when a median is over 15% slower * "
                     f"(settings from {config})",
                     "*warning: measured with an injected slowdown of 25%*",
-                    "gate FAILED: 1 slower*",
+                    "gate FAILED: judged 1 of 1 configurations (1 slower*",
                 ]
             )
             assert re.match(
@@ -288,6 +294,57 @@ def test_a_real_run_without_a_baseline_warns_and_made_noisy_is_inconclusive(suit
     assert main(["compare", str(noisy), "--baselines-dir", str(tmp_path / "bl")]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^inconclusive  .*: noisy: IQR is \d+% of the median \(limit 10%\)", out, re.MULTILINE), out
+
+
+def test_a_run_records_why_benchmarks_have_no_result_and_the_gate_fails_on_them(
+    suite, pytester: pytest.Pytester, monkeypatch
+):
+    from zvperf.suite.engines import Engine, VerificationError
+
+    name = "zipvoice_distill-1step-torch-fp32-1000f solver"
+    verify = Engine.verify
+    result, _ = suite("--zv-update-baseline")
+    assert result.ret == pytest.ExitCode.OK
+
+    def disagrees(self, *args):
+        raise VerificationError("torch fp32 differs by 0.5 (a fake mismatch)")
+
+    monkeypatch.setattr(Engine, "verify", disagrees)
+    result, data = suite("--zv-gate")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    # Nothing was timed, and the JSON says why (pytest-benchmark alone writes none then).
+    assert data["benchmarks"] == []
+    unmeasured = data["zvperf"]["unmeasured"]
+    assert unmeasured[name] == {"outcome": "failed", "reason": "torch fp32 differs by 0.5 (a fake mismatch)"}
+    assert unmeasured["zipvoice_distill-torch-fp32 vocoder"]["outcome"] == "deselected"  # by -k solver
+    result.stdout.fnmatch_lines(
+        [
+            f"ERROR         {name} on cpu-*: failed: torch fp32 differs by 0.5 (a fake mismatch)",
+            "gate FAILED: judged 0 of 1 configurations (0 slower, 0 improved, 0 passed); not judged: 1 errored",
+        ]
+    )
+
+    def unavailable(self, *args):
+        raise ZvperfError("this backend cannot run here (a fake reason)")
+
+    monkeypatch.setattr(Engine, "verify", unavailable)
+    result, data = suite("--zv-gate")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # every test skipped, yet the gate failed the run
+    assert data["zvperf"]["unmeasured"][name]["outcome"] == "skipped"
+    result.stdout.fnmatch_lines(
+        [f"MISSING       {name} on cpu-*: in the baseline but not measured: skipped: this backend cannot run here*"]
+    )
+    config = pytester.path / "absent.toml"
+    config.write_text('[[expected_absent]]\nhardware = "cpu-*"\nbenchmarks = ["*1000f solver"]\nreason = "fake"\n')
+    result, _ = suite("--zv-gate", f"--zv-gate-config={config}")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines([f"absent        {name} on cpu-*: expected on cpu-* (fake); the run said skipped*"])
+    monkeypatch.setattr(Engine, "verify", verify)
+    result, data = suite("--zv-gate", "-k", "solver and not 1000f")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    reason = "deselected by this run's selection (-k 'solver and not 1000f')"
+    assert data["zvperf"]["unmeasured"][name] == {"outcome": "deselected", "reason": reason}
+    result.stdout.fnmatch_lines([f"MISSING       {name} on cpu-*: in the baseline but not measured: deselected*"])
 
 
 def test_a_broken_baseline_stops_a_gated_run_before_timing(suite, pytester: pytest.Pytester):
@@ -321,3 +378,5 @@ def test_calibrate_prints_false_alarm_and_detection_rates(tiny_dir: Path, pytest
     assert "argument --baseline-runs: 0 is below 1" in capsys.readouterr().err
     assert main(["calibrate", "--slowdowns=0.1,x"]) == 2
     assert "argument --slowdowns: 'x' is not a number" in capsys.readouterr().err
+    assert main(["calibrate", "--confirm", "--processes=2"]) == 2  # an A/B needs three processes a side
+    assert "argument --processes: 2 is below 3" in capsys.readouterr().err

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from tests.helpers import CASE_DIRS, CONFORMANCE
+from tests.helpers import CASE_DIRS, CONFORMANCE, tiny_weights
 from zvperf.cli import main
 from zvperf.engine.config import ModelConfig
 from zvperf.engine.conformance import load_case, run_case
-from zvperf.engine.models import ZipVoice, ZipVoiceDistill, frame_token_index, ratio_durations
+from zvperf.engine.models import DecoderStep, ZipVoice, ZipVoiceDistill, frame_token_index, ratio_durations
+from zvperf.engine.pipeline import Synthesizer
 from zvperf.engine.solver import nfe, plan_steps, time_schedule
+from zvperf.engine.zipformer import BiasNorm
 from zvperf.models import ZipVoice as PublicZipVoice
 
 MANIFEST = json.loads((CONFORMANCE / "manifest_zipvoice_base.json").read_text())
@@ -47,6 +51,78 @@ def test_conform_command_fails_on_an_altered_case(case_copy, tensor, capsys):
     assert main(["conform", str(case_copy)]) == 1
     out = capsys.readouterr().out
     assert f"{tensor:<15}" in out and "FAIL" in out
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("case_dir", CASE_DIRS, ids=lambda p: p.name)
+def test_half_precision_stays_within_its_tolerance_of_the_reference(case_dir, precision):
+    for check in run_case(load_case(case_dir), precision=precision):
+        assert check.passed, f"{precision} {check.name}: error {check.error:.2e} > {check.tolerance:.0e}"
+
+
+def test_half_precision_bias_norm_keeps_its_statistics_in_fp32():
+    """Activations beyond |x| = 256 square past fp16's range: the mean of squares must not be taken in fp16."""
+    torch.manual_seed(0)
+    norm = BiasNorm(64)
+    with torch.no_grad():
+        norm.bias.normal_()
+    x = torch.randn(2, 5, 64) * 1000
+    expected = norm(x)
+    for dtype in (torch.float16, torch.bfloat16):
+        got = copy.deepcopy(norm).to(dtype)(x.to(dtype)).float()
+        assert torch.isfinite(got).all()
+        assert (got - expected).abs().max() <= 2e-2 * expected.abs().max()
+
+
+class _DtypesOf(TorchDispatchMode):
+    """Records the dtype each watched operator computes in."""
+
+    WATCHED = {"softmax", "softplus", "mean", "pow", "rsqrt"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[str, set[torch.dtype]] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in self.WATCHED:
+            self.seen.setdefault(name, set()).add(args[0].dtype)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_half_precision_runs_softmax_softplus_and_normalisation_in_fp32(dtype):
+    """As autocast does for the official model: the decoder step in half precision, with these operators
+    (and nothing else measured here) in fp32."""
+    case = load_case(CASE_DIRS[1])
+    model = case.build_model().to(dtype)
+    t = case.tensors
+    frames = t["x0"].shape[1]
+    step = DecoderStep(model.fm_decoder, model.feat_dim, guided=False)
+    constant = torch.randn(t["x0"].shape[0], frames, model.config.fm_decoder_dim, dtype=dtype)
+    conditioning = torch.randn(1, model.config.time_embed_dim, dtype=dtype)
+    recorder = _DtypesOf()
+    with torch.inference_mode(), recorder:
+        out = step(t["x0"].to(dtype), constant, t["padding_mask"].bool(), conditioning, torch.tensor([0.25, 0.0]))
+    assert out.dtype == dtype
+    assert set(recorder.seen) == _DtypesOf.WATCHED
+    assert all(dtypes == {torch.float32} for dtypes in recorder.seen.values()), recorder.seen
+
+
+@pytest.mark.parametrize("build", ["synthesizer", "conformance"])
+def test_fp32_configurations_turn_tf32_off(build):
+    """torch allows TF32 in cuDNN convolutions by default; an fp32 reference must not use it."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        if build == "synthesizer":
+            Synthesizer(tiny_weights("zipvoice_distill"), "cpu", "fp32")
+        else:
+            run_case(load_case(CASE_DIRS[0]))
+        assert torch.backends.cuda.matmul.allow_tf32 is False and torch.backends.cudnn.allow_tf32 is False
+        assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def test_public_import_path_and_constructor_keywords():

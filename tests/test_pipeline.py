@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -18,6 +21,7 @@ from zvperf.engine.tokenizer import (
     EmiliaTokenizer,
     EspeakTokenizer,
     SimpleTokenizer,
+    _split_pinyin,
     builtin_vocabulary,
     english_normalize,
 )
@@ -71,6 +75,50 @@ def test_builtin_vocabulary_covers_espeak_and_pinyin():
     assert len(vocab) == 358 and vocab.pad_id == 0
     assert {"ð", "ɪ", "zh0", "ong1", "er5"} <= set(vocab.token_ids)
     assert sorted(vocab.token_ids.values()) == list(range(358))
+
+
+def _installed(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@pytest.mark.skipif(
+    _installed("piper-phonemize") != "1.1.0" or _installed("pypinyin") is None,
+    reason="deriving the vocabulary needs piper-phonemize 1.1.0 (the forks' newer espeak-ng has more symbols) "
+    "and pypinyin",
+)
+def test_the_frozen_vocabulary_is_espeaks_symbols_then_every_pinyin_phone():
+    """The data file holds what the official Emilia token set is made of: espeak-ng's phoneme map in its own
+    order, then the sorted initials and tone-3 finals of every syllable in pypinyin's dictionary."""
+    from piper_phonemize import get_espeak_map
+    from pypinyin import pinyin_dict
+    from pypinyin.style._tone_convert import tone_to_tone3
+
+    espeak = sorted(get_espeak_map().items(), key=lambda kv: kv[1][0])
+    table = {token: ids[0] for token, ids in espeak}
+    syllables = {
+        tone_to_tone3(reading, neutral_tone_with_five=True)
+        for readings in pinyin_dict.pinyin_dict.values()
+        for reading in readings.split(",")
+    }
+    phones = sorted({phone for syllable in syllables for phone in _split_pinyin(syllable)})
+    table.update({phone: len(espeak) + offset for offset, phone in enumerate(phones)})
+    assert builtin_vocabulary().token_ids == table
+
+
+def test_english_synthesis_needs_no_chinese_front_end():
+    """The built-in vocabulary and English text load none of pypinyin, jieba or cn2an (the GPU check's
+    machine has none of them)."""
+    code = (
+        "import sys\n"
+        "from zvperf.engine.tokenizer import EmiliaTokenizer, builtin_vocabulary\n"
+        "EmiliaTokenizer(builtin_vocabulary()).tokens('Mr Smith paid $3.50 for 2 apples.')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pypinyin', 'jieba', 'cn2an'}))"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert completed.stdout.strip().splitlines()[-1] == "[]"
 
 
 # ---------------------------------------------------------------------------------------------

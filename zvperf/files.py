@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,8 @@ import filelock
 from zvperf.errors import ZvperfError
 
 LOCK_TIMEOUT_S = 60
+# A build (ONNX export, TensorRT engine) can take many minutes; a lock held longer than this is a stuck process.
+BUILD_LOCK_TIMEOUT_S = 3600
 
 
 def read_text(path: Path | str, label: str | None = None) -> str:
@@ -81,3 +83,15 @@ def locked(path: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
             yield
     except filelock.Timeout:
         raise ZvperfError(f"could not lock {path} within {timeout_s:g} s: is another update stuck?") from None
+
+
+def build_once(path: Path, build: Callable[[], None]) -> Path:
+    """``path``, made by ``build()`` unless it exists: under ``<path>.lock``, so that processes needing the same
+    file (benchmark shards exporting one graph, say) build it once while the others wait for it and take it.
+    ``build`` writes through :func:`replacing`, so a crash leaves no half file under the final name."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with locked(path, BUILD_LOCK_TIMEOUT_S):
+            if not path.is_file():
+                build()
+    return path

@@ -25,12 +25,19 @@ class Backend(Protocol):
     name: str
     precisions: tuple[str, ...]  # the precisions it can run
     devices: tuple[str, ...]  # "cpu", "cuda"
+    # Optional: True when it allocates device memory outside torch (see own_allocator).
 
     def unavailable(self, device: str, precision: str) -> str | None:
         """Why this backend cannot run here (a missing package, no CUDA, ...), or None when it can."""
 
     def prepare(self, model: ZipVoice, device: str, precision: str) -> Solver:
         """Build what the backend needs (export, compile, engine build): the one-time cost, outside timing."""
+
+
+def own_allocator(backend: Backend) -> bool:
+    """Whether the backend allocates device memory outside torch (ONNX Runtime, TensorRT), so that torch's
+    memory statistics miss it; a backend says so with an ``own_allocator`` attribute (default: no)."""
+    return bool(getattr(backend, "own_allocator", False))
 
 
 class BackendUnavailable(ZvperfError):

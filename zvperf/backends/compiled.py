@@ -1,13 +1,17 @@
 """compile: the decoder step through torch.compile (Inductor), one compiled graph per kind of step.
 
-Compilation happens on the first call of each input shape; the benchmark's warm-up rounds absorb it
-and the cold-start benchmark measures it.
+The step is compiled dynamic in frames and batch: one graph serves every length a benchmark times (a
+batch of one and larger batches are two). Compilation happens on the first call of a new graph; the
+benchmark's warm-up rounds absorb it and the cold-start benchmark measures it. Past dynamo's recompile
+limit torch.compile would quietly run the step eagerly; here that is an error that says so.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -16,27 +20,51 @@ from zvperf.engine.device import cpu_half_missing
 from zvperf.engine.models import DecoderStep, ZipVoice
 
 
+class FellBackToEager(RuntimeError):
+    """torch.compile stopped compiling and ran the step eagerly: the compile row would not time compiled code.
+
+    Not a ZvperfError on purpose: a benchmark that meets it fails instead of skipping.
+    """
+
+
+class CompiledSolver(StepSolver):
+    """A :class:`StepSolver` whose solves fail, rather than run eagerly, when dynamo hits its recompile limit."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        try:
+            with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+                return super().__call__(*args, **kwargs)
+        except torch._dynamo.exc.FailOnRecompileLimitHit as exc:
+            limit = torch._dynamo.config.recompile_limit
+            raise FellBackToEager(
+                f"compile: torch.compile fell back to eager: the decoder step needed more than {limit} compiled "
+                "graphs (dynamo's recompile limit), so later shapes would run uncompiled"
+            ) from exc
+
+
 @dataclasses.dataclass(frozen=True)
 class Compiled:
     name: str = "compile"
     precisions: tuple[str, ...] = ("fp32", "fp16", "bf16")
     devices: tuple[str, ...] = ("cpu", "cuda")
+    # What compiles the captured graph: Inductor, or (in tests) a wrapper around a backend that counts its calls.
+    compiler: str | Callable[..., Any] = "inductor"
 
     def unavailable(self, device: str, precision: str) -> str | None:
         if device == "cpu" and shutil.which("g++") is None and shutil.which("c++") is None:
             return "torch.compile on the CPU needs a C++ compiler (none on PATH)"
         return cpu_half_missing(precision) if device == "cpu" else None
 
-    def prepare(self, model: ZipVoice, device: str, precision: str) -> StepSolver:
+    def prepare(self, model: ZipVoice, device: str, precision: str) -> CompiledSolver:
         steps: dict[bool, StepFunction] = {}
 
         def step_for(guided: bool) -> StepFunction:
             if guided not in steps:
                 module = DecoderStep(model.fm_decoder, model.feat_dim, guided)
-                steps[guided] = torch.compile(module, dynamic=False)
+                steps[guided] = torch.compile(module, dynamic=True, fullgraph=True, backend=self.compiler)
             return steps[guided]
 
-        return StepSolver(model, step_for)
+        return CompiledSolver(model, step_for)
 
 
 BACKENDS = [Compiled()]

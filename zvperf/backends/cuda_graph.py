@@ -2,13 +2,16 @@
 
 A solve is then one graph launch instead of ~1,500 kernel launches per step. Each capture is keyed
 by everything that fixes the graph (batch, frames, dtype, step count, shift, guidance kind); a new
-solve copies its inputs into the captured buffers and replays.
+solve copies its inputs into the captured buffers and replays. The graphs of one solver share one memory
+pool (they are replayed one at a time, on one stream, and each keeps its output buffer), so a benchmark
+that captures several shapes holds one pool's worth of temporaries, and all of it goes with the solver.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+from typing import Any
 
 import torch
 
@@ -20,7 +23,7 @@ WARMUP_RUNS = 2  # eager runs on a side stream before capture, as CUDA graph cap
 class _Captured:
     """One captured loop: static copies of a plan's tensors, the graph, and its output buffer."""
 
-    def __init__(self, plan: SolvePlan, x0: torch.Tensor) -> None:
+    def __init__(self, plan: SolvePlan, x0: torch.Tensor, pool: Any, stream: torch.cuda.Stream) -> None:
         self.static = copy.copy(plan)
         buffers: dict[int, torch.Tensor] = {}
         self.static.constants = [buffers.setdefault(id(c), c.clone()) for c in plan.constants]
@@ -37,7 +40,8 @@ class _Captured:
                 self.static.run(step, self.x0)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # One capture stream for every graph of a pool, as torch asks of captures that share one.
+        with torch.cuda.graph(self.graph, pool=pool, stream=stream):
             self.output = self.static.run(step, self.x0)
 
     def replay(self, plan: SolvePlan, x0: torch.Tensor) -> torch.Tensor:
@@ -59,6 +63,8 @@ class GraphSolver:
     def __init__(self, model: ZipVoice) -> None:
         self.model = model
         self.captured: dict[tuple, _Captured] = {}
+        self.pool = torch.cuda.graph_pool_handle()
+        self.capture_stream = torch.cuda.Stream()
 
     def __call__(
         self,
@@ -75,7 +81,7 @@ class GraphSolver:
         pattern = tuple(next(i for i, c in enumerate(plan.constants) if c is d) for d in plan.constants)
         key = (tuple(x0.shape), x0.dtype, num_step, t_shift, plan.guided, pattern, plan.mask is None)
         if key not in self.captured:
-            self.captured[key] = _Captured(plan, x0)
+            self.captured[key] = _Captured(plan, x0, self.pool, self.capture_stream)
         return self.captured[key].replay(plan, x0)
 
 

@@ -31,14 +31,16 @@ from torch.onnx import symbolic_helper
 
 from zvperf.engine.models import DecoderStep, ZipVoice
 from zvperf.errors import ZvperfError
-from zvperf.files import replacing
+from zvperf.files import build_once, replacing
 
 INPUT_NAMES = ("x", "constant", "padding_mask", "conditioning", "coefficients")
 UNMASKED_INPUT_NAMES = tuple(name for name in INPUT_NAMES if name != "padding_mask")
 OUTPUT_NAME = "x_next"
 OPSET = 17
 # Part of every cache key: bump it when the exported graph changes.
-EXPORT_VERSION = 2  # 2: softplus as Exp, Log and Where; a graph without the padding mask
+# 2: half-precision graphs keep softmax, softplus and normalisation statistics in fp32;
+# 3: softplus as Exp, Log and Where, and a graph without the padding mask.
+EXPORT_VERSION = 3
 
 
 def exporter_missing(extra: str) -> str | None:
@@ -158,6 +160,4 @@ def exported_step(model: ZipVoice, guided: bool, dtype: torch.dtype = torch.floa
     kind = ("cfg" if guided else "single") + ("" if masked else "-unmasked")
     precision = {torch.float32: "fp32", torch.float16: "fp16"}[dtype]
     path = cache_dir() / "onnx" / f"{model.name}-{model_digest(model)}-{kind}-{precision}-opset{OPSET}.onnx"
-    if not path.is_file():
-        export_step(model, guided, path, dtype, masked)
-    return path
+    return build_once(path, lambda: export_step(model, guided, path, dtype, masked))

@@ -5,16 +5,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import importlib.util
+import io
 import logging
+import os
+import re
+import sys
+import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import filelock
 import numpy as np
 import torch
 from torch import Tensor
 
+from zvperf.backends import BackendUnavailable
 from zvperf.backends.onnx_export import (
     INPUT_NAMES,
     OUTPUT_NAME,
@@ -23,8 +32,8 @@ from zvperf.backends.onnx_export import (
     exported_step,
     exporter_missing,
 )
-from zvperf.backends.stepping import StepFunction, StepSolver, graph_inputs
-from zvperf.engine.device import cpu_int8_saturates
+from zvperf.backends.stepping import StepFunction, StepSolver, built_step_solver, graph_inputs
+from zvperf.engine.device import cpu_int8_saturates, engine_stream, on_engine_stream, stream_handle
 from zvperf.engine.models import ZipVoice
 from zvperf.errors import ZvperfError
 from zvperf.files import replacing
@@ -35,6 +44,13 @@ from zvperf.files import replacing
 PROFILE_FRAMES = (16, 1000, 3000)
 PROFILE_BATCH = (1, 1, 8)
 
+# The TensorRT execution provider builds with TF32 and has no option to turn it off; only this environment
+# variable, read when the CUDA libraries load, makes its fp32 IEEE fp32.
+TF32_OVERRIDE = "NVIDIA_TF32_OVERRIDE"
+
+# The execution providers each ONNX Runtime backend got in this process, "backend precision" -> providers in
+# priority order (machine_info records them).
+_PROVIDERS_USED: dict[str, list[str]] = {}
 
 # While a profile is taken (zvperf profile): where sessions write their profiles, and the sessions opened so far.
 # ONNX Runtime profiles a session only when asked as it is created.
@@ -143,12 +159,109 @@ def _trt_profile(model: ZipVoice, guided: bool) -> dict[str, str]:
     return {f"trt_profile_{level}_shapes": ",".join(values) for level, values in shapes.items()}
 
 
+def providers_used() -> dict[str, list[str]]:
+    """The execution providers each ONNX Runtime backend really ran on in this process."""
+    return {key: list(value) for key, value in _PROVIDERS_USED.items()}
+
+
+def gpu_provider_options(
+    provider: str, stream: int, device_id: int, precision: str, trt_profile: dict[str, str] | None = None
+) -> list[Any]:
+    """The provider list of a CUDA or TensorRT session, both on the engine's stream ``stream`` (a non-zero
+    ``cudaStream_t``: ONNX Runtime reads "0" as no stream and makes its own)."""
+    cuda = {
+        "device_id": device_id,
+        "user_compute_stream": str(stream),
+        # fp32 is IEEE fp32: the CUDA provider uses TF32 for float products and convolutions unless told not to.
+        "use_tf32": "0",
+    }
+    if provider == "CUDAExecutionProvider":
+        return [("CUDAExecutionProvider", cuda)]
+    trt = {
+        "device_id": device_id,
+        "user_compute_stream": str(stream),
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(_trt_cache(precision)),
+        **(trt_profile or {}),
+    }
+    if precision == "fp16":
+        # With TensorRT 10 the provider builds weakly typed networks: without the flag it may run the fp16 graph's
+        # layers in fp32, and with it TensorRT may narrow what the graph casts up, unless the normalisation's
+        # Pow and ReduceMean are explicitly kept in fp32.
+        trt |= {"trt_fp16_enable": True, "trt_layer_norm_fp32_fallback": True}
+    return [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", cuda)]
+
+
+def _trt_cache(precision: str) -> Path:
+    """The TensorRT provider's engine cache: its keys know nothing of TF32, so fp32 engines built under
+    NVIDIA_TF32_OVERRIDE=0 get a folder of their own."""
+    ieee = "-tf32off" if os.environ.get(TF32_OVERRIDE) == "0" else ""
+    return cache_dir() / "ort-trt" / f"{precision}{ieee}"
+
+
+@contextlib.contextmanager
+def _console_output() -> Iterator[io.StringIO]:
+    """Everything written to stdout and stderr in the block, Python's and the native libraries' alike.
+
+    ONNX Runtime reports a provider it could not load on the console only (its C++ log on file descriptor 2,
+    its Python fallback notice with print), so that is where its reason is read from. These few lines do what
+    the wurlitzer package does, which the GPU check's offline machine would otherwise need as one more wheel.
+    """
+    captured = io.StringIO()
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        saved = [os.dup(fd) for fd in (1, 2)]
+        try:
+            for fd in (1, 2):
+                os.dup2(sink.fileno(), fd)
+            with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+                yield captured
+        finally:
+            for fd, original in zip((1, 2), saved, strict=True):
+                os.dup2(original, fd)
+                os.close(original)
+            sink.seek(0)
+            captured.write(sink.read().decode("utf-8", "replace"))
+
+
+def open_session(ort: Any, path: Path, options: Any, providers: list[Any], backend: str, precision: str) -> Any:
+    """An InferenceSession on exactly the execution provider asked for (the first of ``providers``).
+
+    ONNX Runtime does not fail when a provider cannot load (its libraries are missing, or it was built for
+    another TensorRT or CUDA): it logs the reason and runs the next one, so an ort-trt row would time the CUDA
+    provider and an ort-cuda row the CPU. That is refused here, with ONNX Runtime's own words.
+    """
+    wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]
+    if wanted == "TensorrtExecutionProvider":
+        # The provider finds libnvinfer only once the tensorrt package has loaded it (ORT's preload_dlls does not).
+        importlib.import_module("tensorrt")
+    with _console_output() as console, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own error types for a failed session
+            raise ZvperfError(f"{backend}: ONNX Runtime could not load {path.name} ({exc}).") from None
+    said = [str(w.message) for w in caught] + console.getvalue().splitlines()
+    used = list(session.get_providers())
+    if not used or used[0] != wanted:
+        reason = re.sub(r"\x1b\[[0-9;]*m|\s+", " ", " ".join(said)).strip() or "it gave no reason"
+        raise BackendUnavailable(
+            f"{backend}: ONNX Runtime would run {used[0] if used else 'nothing'} instead of {wanted} ({reason})"
+        )
+    for line in said:  # nothing ONNX Runtime said is lost when the session is as asked
+        print(line, file=sys.stderr)
+    _PROVIDERS_USED[f"{backend} {precision}"] = used
+    return session
+
+
 @dataclasses.dataclass(frozen=True)
 class OrtBackend:
     name: str
     provider: str  # the execution provider that must be present
     precisions: tuple[str, ...]
     devices: tuple[str, ...]
+    own_allocator: bool = True  # ONNX Runtime's arena, not torch's allocator
 
     def unavailable(self, device: str, precision: str) -> str | None:
         extra = "gpu" if device == "cuda" else "onnx"
@@ -159,8 +272,14 @@ class OrtBackend:
         available = _onnxruntime().get_available_providers()
         if self.provider not in available:
             return f"onnxruntime has no {self.provider} here (available: {', '.join(available)})"
-        if self.provider == "TensorrtExecutionProvider" and importlib.util.find_spec("tensorrt") is None:
-            return "the TensorRT execution provider needs tensorrt (pip install zvperf[gpu])"
+        if self.provider == "TensorrtExecutionProvider":
+            if importlib.util.find_spec("tensorrt") is None:
+                return "the TensorRT execution provider needs tensorrt (pip install zvperf[gpu])"
+            if precision == "fp32" and os.environ.get(TF32_OVERRIDE) != "0":
+                return (
+                    "the TensorRT execution provider computes fp32 in TF32 and has no option to stop it: "
+                    f"run with {TF32_OVERRIDE}=0 in the environment for IEEE fp32 rows"
+                )
         return None
 
     def graph(self, model: ZipVoice, guided: bool, precision: str, masked: bool = True) -> Path:
@@ -170,33 +289,15 @@ class OrtBackend:
             return quantized_step(model, guided, masked)
         return exported_step(model, guided, torch.float16 if precision == "fp16" else torch.float32, masked)
 
-    def providers(self, model: ZipVoice, guided: bool, precision: str) -> list[Any]:
+    def providers(self, model: ZipVoice, guided: bool, precision: str, device: str) -> list[Any]:
         if self.provider == "CPUExecutionProvider":
             return ["CPUExecutionProvider"]
-        # ORT runs on torch's current stream, so its work is ordered with torch's without a wait.
-        stream = str(torch.cuda.current_stream().cuda_stream)
-        cuda = {"device_id": torch.cuda.current_device(), "user_compute_stream": stream}
-        if self.provider == "CUDAExecutionProvider":
-            return [("CUDAExecutionProvider", cuda)]
-        trt = {
-            "device_id": cuda["device_id"],
-            "trt_engine_cache_enable": True,
-            "trt_engine_cache_path": str(cache_dir() / "ort-trt"),
-            **_trt_profile(model, guided),
-        }
-        return [("TensorrtExecutionProvider", trt), ("CUDAExecutionProvider", cuda)]
+        stream = stream_handle(engine_stream(device))
+        profile = _trt_profile(model, guided) if self.provider == "TensorrtExecutionProvider" else None
+        return gpu_provider_options(self.provider, stream, torch.cuda.current_device(), precision, profile)
 
     def prepare(self, model: ZipVoice, device: str, precision: str) -> StepSolver:
-        steps: dict[bool, StepFunction] = {}
-
-        def step_for(guided: bool) -> StepFunction:
-            if guided not in steps:
-                steps[guided] = self._step(model, guided, device, precision)
-            return steps[guided]
-
-        # Build the graph the model normally needs now, so that its cost stays out of timed calls.
-        step_for(not model.guidance_is_input)
-        return StepSolver(model, step_for)
+        return built_step_solver(model, lambda guided: self._step(model, guided, device, precision))
 
     def session(self, model: ZipVoice, guided: bool, device: str, precision: str, masked: bool = True) -> Any:
         ort = _onnxruntime()
@@ -208,17 +309,22 @@ class OrtBackend:
         if _PROFILING is not None:
             options.enable_profiling = True
             options.profile_file_prefix = str(_PROFILING[0] / f"{self.name}-{path.stem}")
-        try:
-            session = ort.InferenceSession(str(path), options, providers=self.providers(model, guided, precision))
-        except Exception as exc:  # noqa: BLE001 - ORT raises its own error types for a failed session
-            raise ZvperfError(f"{self.name}: ONNX Runtime could not load {path.name} ({exc}).") from None
+        providers = self.providers(model, guided, precision, device)
+        if self.provider != "TensorrtExecutionProvider":
+            session = open_session(ort, path, options, providers, self.name, precision)
+        else:
+            # The provider builds (or loads) its engine now and writes it to its cache: one process at a time.
+            cache = _trt_cache(precision)
+            cache.mkdir(parents=True, exist_ok=True)
+            with filelock.FileLock(cache / ".lock"):
+                session = open_session(ort, path, options, providers, self.name, precision)
         if _PROFILING is not None:
             _PROFILING[1].append(session)
         return session
 
     def _step(self, model: ZipVoice, guided: bool, device: str, precision: str) -> StepFunction:
         if device != "cpu":
-            return _cuda_step(self.session(model, guided, device, precision), _onnxruntime())
+            return _cuda_step(self.session(model, guided, device, precision), _onnxruntime(), device)
         sessions: dict[bool, Any] = {}
 
         def session_for(masked: bool) -> Any:
@@ -249,25 +355,28 @@ _NUMPY = {torch.float32: np.float32, torch.float16: np.float16, torch.bool: np.b
 _TORCH = {"tensor(float)": torch.float32, "tensor(float16)": torch.float16, "tensor(bool)": torch.bool}
 
 
-def _cuda_step(session: Any, ort: Any) -> StepFunction:
+def _cuda_step(session: Any, ort: Any, device: str) -> StepFunction:
     device_id = torch.cuda.current_device()
     run_options = ort.RunOptions()
-    # ORT runs on torch's stream (user_compute_stream); without this it would wait for the GPU after each step.
+    # ORT runs on the engine stream, as torch does: without this it would wait for the GPU after each step.
     run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
     # The graph's own input types (the fp32 coefficients of an fp16 graph, for one).
     wanted = [_TORCH[arg.type] for arg in session.get_inputs()]
     produced = _TORCH[session.get_outputs()[0].type]
 
     def step(x: Tensor, constant: Tensor, mask: Tensor | None, conditioning: Tensor, coefficients: Tensor) -> Tensor:
-        binding = session.io_binding()
-        inputs = graph_inputs(x, constant, mask, conditioning, coefficients)
-        tensors = [t.to(dtype).contiguous() for t, dtype in zip(inputs, wanted, strict=True)]
-        for name, t in zip(INPUT_NAMES, tensors, strict=True):
-            binding.bind_input(name, "cuda", device_id, _NUMPY[t.dtype], tuple(t.shape), t.data_ptr())
-        out = torch.empty(tensors[0].shape, dtype=produced, device=tensors[0].device)
-        binding.bind_output(OUTPUT_NAME, "cuda", device_id, _NUMPY[out.dtype], tuple(out.shape), out.data_ptr())
-        session.run_with_iobinding(binding, run_options)
-        return out.to(x.dtype)
+        # The session was made on the engine stream: torch's work around it goes there too (a no-op when the
+        # caller is on it already, as the benchmarks are).
+        with on_engine_stream(device):
+            binding = session.io_binding()
+            inputs = graph_inputs(x, constant, mask, conditioning, coefficients)
+            tensors = [t.to(dtype).contiguous() for t, dtype in zip(inputs, wanted, strict=True)]
+            for name, t in zip(INPUT_NAMES, tensors, strict=True):
+                binding.bind_input(name, "cuda", device_id, _NUMPY[t.dtype], tuple(t.shape), t.data_ptr())
+            out = torch.empty(tensors[0].shape, dtype=produced, device=tensors[0].device)
+            binding.bind_output(OUTPUT_NAME, "cuda", device_id, _NUMPY[out.dtype], tuple(out.shape), out.data_ptr())
+            session.run_with_iobinding(binding, run_options)
+            return out.to(x.dtype)
 
     return step
 

@@ -30,6 +30,20 @@ def graph_inputs(
     return [x, constant, mask, conditioning, coefficients]
 
 
+def built_step_solver(model: ZipVoice, build: Callable[[bool], StepFunction]) -> StepSolver:
+    """A :class:`StepSolver` whose step functions ``build(guided)`` makes once per kind, the kind the model
+    normally needs made now: an export or an engine build is a one-time cost that must stay out of timed calls."""
+    steps: dict[bool, StepFunction] = {}
+
+    def step_for(guided: bool) -> StepFunction:
+        if guided not in steps:
+            steps[guided] = build(guided)
+        return steps[guided]
+
+    step_for(not model.guidance_is_input)
+    return StepSolver(model, step_for)
+
+
 class StepSolver:
     """Callable like :meth:`ZipVoice.solve`; ``step_for(guided)`` gives the step function for the plan's kind."""
 

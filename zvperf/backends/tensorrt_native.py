@@ -24,20 +24,24 @@ from zvperf.backends.onnx_export import (
     model_digest,
 )
 from zvperf.backends.ort import PROFILE_BATCH, PROFILE_FRAMES
-from zvperf.backends.stepping import StepFunction, StepSolver, graph_inputs
+from zvperf.backends.stepping import StepFunction, StepSolver, built_step_solver, graph_inputs
+from zvperf.engine.device import engine_stream, on_engine_stream, stream_handle
 from zvperf.engine.models import ZipVoice
 from zvperf.engine.precision import DTYPES
 from zvperf.errors import ZvperfError
-from zvperf.files import write_atomic
+from zvperf.files import build_once, write_atomic
 
 WORKSPACE_BYTES = 4 << 30
+# Part of every engine's cache name: bump it when the build settings change (2: TF32 off).
+ENGINE_VERSION = 2
 
 
 def _engine_path(model: ZipVoice, guided: bool, precision: str, trt: Any) -> Path:
     gpu = torch.cuda.get_device_name().replace(" ", "_")
     profile = f"b{PROFILE_BATCH[-1]}-f{PROFILE_FRAMES[0]}-{PROFILE_FRAMES[-1]}"
     kind = "cfg" if guided else "single"
-    name = f"{model.name}-{model_digest(model)}-{kind}-{precision}-{gpu}-trt{trt.__version__}-{profile}.plan"
+    version = f"trt{trt.__version__}-e{ENGINE_VERSION}"
+    name = f"{model.name}-{model_digest(model)}-{kind}-{precision}-{gpu}-{version}-{profile}.plan"
     return cache_dir() / "trt" / name
 
 
@@ -66,6 +70,8 @@ def build_engine(model: ZipVoice, guided: bool, precision: str, path: Path) -> N
         raise ZvperfError(f"trt: TensorRT could not parse {onnx_path.name} ({errors}).")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+    # TensorRT computes fp32 in TF32 unless told not to ("Enabled by default"): fp32 is IEEE fp32 here.
+    config.clear_flag(trt.BuilderFlag.TF32)
     profile = builder.create_optimization_profile()
     levels = [_shapes(model, guided, b, f) for b, f in zip(PROFILE_BATCH, PROFILE_FRAMES, strict=True)]
     for name in levels[0]:
@@ -82,6 +88,7 @@ class TensorRT:
     name: str = "trt"
     precisions: tuple[str, ...] = ("fp16", "fp32")
     devices: tuple[str, ...] = ("cuda",)
+    own_allocator: bool = True  # the engine's activations and weights are TensorRT's allocations
 
     def unavailable(self, device: str, precision: str) -> str | None:
         if importlib.util.find_spec("tensorrt") is None:
@@ -89,22 +96,15 @@ class TensorRT:
         return exporter_missing("gpu")
 
     def prepare(self, model: ZipVoice, device: str, precision: str) -> StepSolver:
-        steps: dict[bool, StepFunction] = {}
+        return built_step_solver(model, lambda guided: self._step(model, guided, device, precision))
 
-        def step_for(guided: bool) -> StepFunction:
-            if guided not in steps:
-                steps[guided] = self._step(model, guided, precision)
-            return steps[guided]
-
-        step_for(not model.guidance_is_input)  # build (or load) the engine now, outside any timing
-        return StepSolver(model, step_for)
-
-    def _step(self, model: ZipVoice, guided: bool, precision: str) -> StepFunction:
+    def _step(self, model: ZipVoice, guided: bool, device: str, precision: str) -> StepFunction:
         import tensorrt as trt
 
         path = _engine_path(model, guided, precision, trt)
-        if not path.is_file():
-            build_engine(model, guided, precision, path)
+        build_once(path, lambda: build_engine(model, guided, precision, path))
+        # TensorRT adds a device synchronisation to every call on the legacy default stream.
+        stream = stream_handle(engine_stream(device))
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
@@ -129,16 +129,17 @@ class TensorRT:
                     f"trt: {batch} x {frames} frames is outside the engine's profile "
                     f"(batch 1-{PROFILE_BATCH[-1]}, frames {low}-{high})."
                 )
-            inputs = graph_inputs(x, constant, mask, conditioning, coefficients)
-            tensors = [t.to(dtype).contiguous() for t, dtype in zip(inputs, wanted, strict=True)]
-            for name, t in zip(INPUT_NAMES, tensors, strict=True):
-                context.set_input_shape(name, tuple(t.shape))
-                context.set_tensor_address(name, t.data_ptr())
-            out = torch.empty(tensors[0].shape, dtype=produced, device=tensors[0].device)
-            context.set_tensor_address(OUTPUT_NAME, out.data_ptr())
-            if not context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
-                raise ZvperfError("trt: TensorRT failed to enqueue the decoder step.")
-            return out.to(x.dtype)
+            with on_engine_stream(device):  # the inputs are made on the stream the engine runs on
+                inputs = graph_inputs(x, constant, mask, conditioning, coefficients)
+                tensors = [t.to(dtype).contiguous() for t, dtype in zip(inputs, wanted, strict=True)]
+                for name, t in zip(INPUT_NAMES, tensors, strict=True):
+                    context.set_input_shape(name, tuple(t.shape))
+                    context.set_tensor_address(name, t.data_ptr())
+                out = torch.empty(tensors[0].shape, dtype=produced, device=tensors[0].device)
+                context.set_tensor_address(OUTPUT_NAME, out.data_ptr())
+                if not context.execute_async_v3(stream):
+                    raise ZvperfError("trt: TensorRT failed to enqueue the decoder step.")
+                return out.to(x.dtype)
 
         return step
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from zvperf.suite.launcher import launch, parse_gpus
@@ -22,7 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     extra = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
     gpus = parse_gpus(args.gpus)
-    merged = launch(gpus, extra, args.output)
+    merged, failed = launch(gpus, extra, args.output)
     count = len(merged["benchmarks"])
     print(f"wrote {args.output}: {count} benchmarks from {len(gpus)} shard(s) on GPUs {','.join(gpus)}")
-    return 0
+    for shard in failed:
+        print(f"zvperf bench: shard failed on {shard}: its missing results are named in the JSON", file=sys.stderr)
+    return 1 if failed else 0

@@ -1,23 +1,37 @@
-"""``zvperf compare RESULTS.json``: the regression gate on a saved pytest-benchmark JSON (exit 1 on a slowdown)."""
+"""``zvperf compare RESULTS.json``: the regression gate on a saved pytest-benchmark JSON (exit 1 when it fails)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from zvperf.gate import judge
 from zvperf.gate.config import load_config
-from zvperf.gate.options import add_gate_options
+from zvperf.gate.formats import FORMATS, render
+from zvperf.gate.options import add_gate_options, add_head_baselines_option
 from zvperf.results.schema import load_results
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", type=Path, help="a pytest-benchmark JSON written by a zvperf run")
     add_gate_options(p.add_argument)
+    add_head_baselines_option(p.add_argument)
+    p.add_argument("--format", choices=FORMATS, default="text", help="text (default), md (job summary) or json")
+
+
+def gate_report(args: argparse.Namespace) -> judge.GateReport:
+    results = load_results(args.results)
+    config = load_config(args.gate_config, args.baselines_dir)
+    return judge.compare(results, args.baselines_dir, config, args.require_baseline)
+
+
+def print_report(args: argparse.Namespace, report: judge.GateReport) -> int:
+    """Print the report in the asked format, naming the change's own ignored baseline edits; the exit status."""
+    report.warnings[:0] = judge.ignored_head_changes(args.head_baselines_dir, args.baselines_dir)
+    sys.stdout.write(render(report, args.format))
+    return 1 if report.failed else 0
 
 
 def run(args: argparse.Namespace) -> int:
-    results = load_results(args.results)
-    report = judge.compare(results, args.baselines_dir, load_config(args.gate_config, args.baselines_dir))
-    print("\n".join(report.lines()))
-    return 1 if report.failed else 0
+    return print_report(args, gate_report(args))

@@ -17,7 +17,7 @@ import torch
 from zvperf.engine.checkpoint import load_checkpoint
 from zvperf.engine.config import read_model_json
 from zvperf.engine.models import ZipVoice, ZipVoiceDistill, speech_condition_from_prompt
-from zvperf.engine.precision import TOLERANCES, dtype_of, relative_error
+from zvperf.engine.precision import TOLERANCES, dtype_of, relative_error, use_ieee_fp32
 from zvperf.engine.solver import Solver
 from zvperf.errors import ZvperfError
 from zvperf.files import read_json
@@ -116,6 +116,7 @@ def run_case(
     solve), which is how any backend is put through the reference vectors.
     """
     dtype = dtype_of(precision)
+    use_ieee_fp32()
     model = case.build_model().to(device=device, dtype=dtype)
     solve = model.solve if prepare is None else prepare(model, device, precision)
     info, ref = case.info, case.tensors

@@ -19,7 +19,7 @@ from vocos import Vocos
 from zvperf.engine import audio
 from zvperf.engine.device import StageClock
 from zvperf.engine.models import ZipVoice, speech_condition_from_prompt
-from zvperf.engine.precision import dtype_of
+from zvperf.engine.precision import dtype_of, use_ieee_fp32
 from zvperf.engine.solver import Solver
 from zvperf.engine.tokenizer import PUNCTUATION
 from zvperf.engine.weights import Weights
@@ -135,6 +135,7 @@ class Synthesizer:
         self.weights = weights
         self.device = device
         self.dtype = dtype_of(precision)
+        use_ieee_fp32()
         self.model: ZipVoice = weights.model.to(device=device, dtype=self.dtype).eval()
         self.vocoder: Vocos = weights.vocoder.to(device).eval()
         self.solver: Solver = self.model.solve

@@ -80,32 +80,17 @@ class Tokenizer(Protocol):
         """Text to token strings (punctuation kept, so that long texts can be split at it)."""
 
 
+# The Emilia token set, frozen: espeak-ng's phoneme symbols as piper-phonemize 1.1.0 numbers them, then every
+# pinyin initial and tone-3 final in pypinyin's dictionary. Frozen rather than derived at run time because the
+# piper-phonemize forks that have wheels for newer Pythons ship a newer espeak-ng with two more symbols (which
+# would shift every pinyin id), and so that English with synthetic weights needs no Chinese front end at all.
+# tests/test_pipeline.py derives it again from those packages, where installed, and compares.
+BUILTIN_TOKENS = Path(__file__).parent / "data" / "builtin_tokens.txt"
+
+
 def builtin_vocabulary() -> Vocabulary:
-    """The Emilia token set: espeak-ng's phoneme symbols, then every pinyin initial and tone-3 final.
-
-    Used with synthetic weights, where no tokens.txt comes with the model (358 tokens).
-    """
-    from piper_phonemize import get_espeak_map
-
-    espeak = sorted(get_espeak_map().items(), key=lambda kv: kv[1][0])
-    table = {token: ids[0] for token, ids in espeak}
-    for offset, phone in enumerate(_all_pinyin_phones()):
-        table[phone] = len(espeak) + offset
-    return Vocabulary(table)
-
-
-@functools.lru_cache(maxsize=1)
-def _all_pinyin_phones() -> list[str]:
-    """Initials (with '0' appended) and tone-3 finals of every syllable in pypinyin's dictionary."""
-    from pypinyin import pinyin_dict
-    from pypinyin.style._tone_convert import tone_to_tone3
-
-    syllables = {
-        tone_to_tone3(reading, neutral_tone_with_five=True)
-        for readings in pinyin_dict.pinyin_dict.values()
-        for reading in readings.split(",")
-    }
-    return sorted({phone for syllable in syllables for phone in _split_pinyin(syllable)})
+    """The Emilia token set (358 tokens), used with synthetic weights, where no tokens.txt comes with the model."""
+    return Vocabulary(Vocabulary.from_file(BUILTIN_TOKENS).token_ids)
 
 
 def _split_pinyin(syllable: str) -> list[str]:

@@ -22,15 +22,22 @@ GUIDANCE_EMBED_DIM = 192
 # unlike -inf it cannot turn a fully masked row into NaN.
 _MASKED_SCORE = -1000.0
 
+# Half precision (fp16, bf16) runs softplus, softmax and the normalisation statistics in fp32, as autocast
+# does for the official model: the rest of the graph stays in the model's dtype. Each of these writes
+# ``t.float()`` and ``.to(x.dtype)``, which are the tensor itself in fp32, so fp32 numerics do not change
+# (the conformance cases check that); traced to ONNX in fp16 they become Casts around those ops.
+
 
 def swoosh_l(x: Tensor) -> Tensor:
     """SwooshL(x) = log(1 + exp(x - 4)) - 0.08 x - 0.035."""
-    return F.softplus(x - 4.0).sub_(x, alpha=0.08).sub_(0.035)
+    wide = x.float()
+    return F.softplus(wide - 4.0).sub_(wide, alpha=0.08).sub_(0.035).to(x.dtype)
 
 
 def swoosh_r(x: Tensor) -> Tensor:
     """SwooshR(x) = log(1 + exp(x - 1)) - 0.08 x - 0.313261687."""
-    return F.softplus(x - 1.0).sub_(x, alpha=0.08).sub_(0.313261687)
+    wide = x.float()
+    return F.softplus(wide - 1.0).sub_(wide, alpha=0.08).sub_(0.313261687).to(x.dtype)
 
 
 class SwooshR(nn.Module):
@@ -58,7 +65,7 @@ def relative_position_table(length: int, dim: int, device: torch.device) -> Tens
     Concrete lengths are cached, since the solver asks for the same few every step; symbolic ones
     (while a graph is exported or compiled) are computed in the graph.
     """
-    if isinstance(length, int):
+    if isinstance(length, int) and not torch.compiler.is_compiling():  # dynamo passes symbolic lengths as int
         return _cached_position_encoding(length, dim, device)
     return _position_encoding(length, dim, device)
 
@@ -90,8 +97,10 @@ class BiasNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        inv_rms = (x - self.bias).pow(2).mean(dim=-1, keepdim=True).rsqrt()
-        return x * (inv_rms * self.log_scale.exp())
+        # In fp32 whatever x's dtype: in fp16 the squares overflow once |x| passes 256.
+        wide = x.float()
+        inv_rms = (wide - self.bias.float()).pow(2).mean(dim=-1, keepdim=True).rsqrt()
+        return (wide * (inv_rms * self.log_scale.float().exp())).to(x.dtype)
 
 
 class Bypass(nn.Module):
@@ -165,7 +174,7 @@ class AttentionWeights(nn.Module):
         scores = scores + rel_scores
         if key_padding_mask is not None:
             scores = scores.masked_fill(key_padding_mask[:, None, None, :], _MASKED_SCORE)
-        return scores.softmax(dim=-1)
+        return scores.float().softmax(dim=-1).to(x.dtype)
 
 
 class WeightedValues(nn.Module):
@@ -292,10 +301,11 @@ class Downsample(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         batch, frames, channels = x.shape
         groups = (frames + self.factor - 1) // self.factor
-        fill = groups * self.factor - frames
-        # Always concatenated (possibly zero frames): no branch on the length, so exported graphs stay general.
-        x = torch.cat([x, x[:, -1:].expand(batch, fill, channels)], dim=1)
-        weights = self.bias.softmax(dim=0).to(x.dtype)
+        # The last frame repeated by index: no branch on the length and no empty tensor, so an exported or
+        # compiled graph serves every length (a compiled concatenation specialises on a fill of 0 or 1).
+        last = torch.arange(groups * self.factor, device=x.device).clamp_(max=frames - 1)
+        x = x.index_select(1, last)
+        weights = self.bias.float().softmax(dim=0).to(x.dtype)
         return torch.einsum("bgfc,f->bgc", x.view(batch, groups, self.factor, channels), weights)
 
 

@@ -9,6 +9,11 @@ benchmark has a looser threshold::
 
     [override."* cold_start"]   # fnmatch on the benchmark id; every match applies, later ones win
     threshold = 0.25
+
+    [[expected_absent]]         # configurations a hardware key is known not to have: their absence passes
+    hardware = "nvidia-l4*"     # fnmatch on the hardware key
+    benchmarks = ["*-trt-fp32 *"]
+    reason = "TensorRT builds no fp32 engine of this model within the L4's memory"
 """
 
 from __future__ import annotations
@@ -51,11 +56,26 @@ class Rule:
 SETTINGS = tuple(f.name for f in dataclasses.fields(Rule))
 
 
+@dataclasses.dataclass(frozen=True)
+class Absence:
+    """Benchmarks that a hardware key is expected not to have (a backend its GPU cannot build), and why."""
+
+    hardware: str  # fnmatch pattern on the hardware key
+    benchmarks: tuple[str, ...]  # fnmatch patterns on benchmark ids
+    reason: str
+
+    def covers(self, hardware_key: str, benchmark_id: str) -> bool:
+        return fnmatch.fnmatchcase(hardware_key, self.hardware) and any(
+            fnmatch.fnmatchcase(benchmark_id, pattern) for pattern in self.benchmarks
+        )
+
+
 @dataclasses.dataclass
 class GateConfig:
     defaults: Rule = Rule()
     overrides: list[tuple[str, dict[str, float]]] = dataclasses.field(default_factory=list)  # pattern, settings
     source: Path | None = None  # the file it came from (None: built-in defaults)
+    expected_absent: list[Absence] = dataclasses.field(default_factory=list)
 
     def rule(self, benchmark_id: str) -> Rule:
         rule = self.defaults
@@ -63,6 +83,10 @@ class GateConfig:
             if fnmatch.fnmatchcase(benchmark_id, pattern):
                 rule = dataclasses.replace(rule, **settings)
         return rule
+
+    def absence(self, hardware_key: str, benchmark_id: str) -> Absence | None:
+        """The entry saying this benchmark is expected to be absent on this hardware, if there is one."""
+        return next((a for a in self.expected_absent if a.covers(hardware_key, benchmark_id)), None)
 
 
 def _settings(table: dict[str, Any], where: str) -> dict[str, float]:
@@ -73,6 +97,23 @@ def _settings(table: dict[str, Any], where: str) -> dict[str, float]:
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise ZvperfError(f"{where}: {key} must be a number, got {value!r}.")
     return {k: float(v) for k, v in table.items()}
+
+
+def _absences(value: Any, where: str) -> list[Absence]:
+    example = 'tables like [[expected_absent]] with hardware = "...", benchmarks = ["..."], reason = "..."'
+    if not isinstance(value, list) or not all(isinstance(table, dict) for table in value):
+        raise ZvperfError(f"{where}: 'expected_absent' must be {example}.")
+    absences = []
+    for number, table in enumerate(value, 1):
+        hardware, patterns, reason = table.get("hardware"), table.get("benchmarks"), table.get("reason")
+        unknown = sorted(set(table) - {"hardware", "benchmarks", "reason"})
+        if unknown:
+            raise ZvperfError(f"{where}, expected_absent #{number}: unknown key {unknown[0]!r}.")
+        valid_patterns = isinstance(patterns, list) and patterns and all(isinstance(p, str) for p in patterns)
+        if not isinstance(hardware, str) or not valid_patterns or not isinstance(reason, str) or not reason:
+            raise ZvperfError(f"{where}, expected_absent #{number}: needs {example.removeprefix('tables like ')}.")
+        absences.append(Absence(hardware, tuple(patterns), reason))
+    return absences
 
 
 def load_config(path: Path | None, baselines_dir: Path) -> GateConfig:
@@ -87,6 +128,7 @@ def load_config(path: Path | None, baselines_dir: Path) -> GateConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ZvperfError(f"gate config {path} is not valid TOML ({exc}).") from None
     overrides_table = document.pop("override", {})
+    absences = _absences(document.pop("expected_absent", []), f"gate config {path}")
     defaults = Rule(**_settings(document, f"gate config {path}"))
     defaults.check(f"gate config {path}")
     if not isinstance(overrides_table, dict):
@@ -99,4 +141,4 @@ def load_config(path: Path | None, baselines_dir: Path) -> GateConfig:
         settings = _settings(table, where)
         dataclasses.replace(defaults, **settings).check(where)
         overrides.append((pattern, settings))
-    return GateConfig(defaults, overrides, path)
+    return GateConfig(defaults, overrides, path, absences)

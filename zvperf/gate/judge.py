@@ -2,20 +2,26 @@
 
 A benchmark **fails** when its median is slower than the baseline's by more than the threshold
 (default 10%) *and* a one-sided Mann-Whitney U test on the raw round times says the new rounds are
-larger (p < alpha, default 0.01). Mann-Whitney U, as asv uses, because it compares ranks: it assumes
-no normal distribution (round times are skewed, with a long right tail), one outlier round cannot
-swing it, and it works on exactly the raw rounds pytest-benchmark keeps. Not a bootstrap interval on
-the ratio of medians: with the 5 to 10 rounds a benchmark has, a resampled median takes only a handful
-of distinct values and the interval is coarse and optimistic, while the exact U test gives exact
-p-values at any size. The threshold keeps a significant but negligible drift from failing; the test
-keeps a noisy median from failing.
+larger (p < alpha, default 0.01, after the Benjamini-Hochberg adjustment over every test of the run:
+``zvperf.gate.stats``). Mann-Whitney U, as asv uses, because it compares ranks: it assumes no normal
+distribution (round times are skewed, with a long right tail), one outlier round cannot swing it, and
+it works on exactly the raw rounds pytest-benchmark keeps. Not a bootstrap interval on the ratio of
+medians: with the 5 to 10 rounds a benchmark has, a resampled median takes only a handful of distinct
+values and the interval is coarse and optimistic, while the exact U test gives exact p-values at any
+size. The threshold keeps a significant but negligible drift from failing; the test keeps a noisy
+median from failing.
 
 With n and m rounds the smallest p the exact test can reach is 1 / C(n+m, n) (5 vs 5: 1/252 = 0.004;
 4 vs 4: 1/70 = 0.014), so with alpha = 0.01 each side needs 5 rounds; with fewer the verdict is
 *inconclusive*, never a pass. Inconclusive too: a result or baseline whose IQR is above
 ``max_spread`` of its median, a throttled GPU, and a slowdown beyond the threshold that is not
-significant (it may be real: run again with more rounds). A missing baseline, another hardware key,
-different software versions or weights, and an injected slowdown are said with every verdict.
+significant (it may be real: run again with more rounds, or confirm it: ``zvperf.gate.confirm``).
+
+Nothing unjudged passes: a baseline entry without a result is **missing** (with the skip or error the
+run recorded) unless gate.toml expects it to be absent on this hardware, and a benchmark that failed or
+errored (a backend that disagrees with torch) **errored**; both fail the gate. A missing baseline,
+another hardware key, other CPU flags, different software versions or weights, and an injected
+slowdown are said with the verdicts.
 """
 
 from __future__ import annotations
@@ -23,13 +29,31 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from typing import Any
 
 from zvperf.gate import baselines
 from zvperf.gate.baselines import Entry
-from zvperf.gate.config import GateConfig, Rule
-from zvperf.results.schema import Result, ResultsFile
+from zvperf.gate.config import CONFIG_NAME, GateConfig, Rule
+from zvperf.gate.stats import benjamini_hochberg, mann_whitney, min_p_value
+from zvperf.results.schema import DESELECTED, Result, ResultsFile, Unmeasured
 
 FAIL, IMPROVED, PASS, INCONCLUSIVE, NO_BASELINE = "fail", "improved", "pass", "inconclusive", "no baseline"
+MISSING, ERRORED, SKIPPED, ABSENT = "missing", "errored", "skipped", "absent"
+FAILING = (FAIL, MISSING, ERRORED)  # the statuses that fail the gate
+JUDGED = (FAIL, IMPROVED, PASS)  # a decision was reached
+# In the order the last line counts them.
+STATUSES = (FAIL, IMPROVED, PASS, INCONCLUSIVE, NO_BASELINE, MISSING, ERRORED, SKIPPED, ABSENT)
+_COUNTED_AS = {
+    FAIL: "slower",
+    IMPROVED: "improved",
+    PASS: "passed",
+    INCONCLUSIVE: "inconclusive",
+    NO_BASELINE: "without a baseline",
+    MISSING: "missing",
+    ERRORED: "errored",
+    SKIPPED: "skipped",
+    ABSENT: "absent as expected",
+}
 
 
 def seconds(value: float) -> str:
@@ -40,32 +64,101 @@ def seconds(value: float) -> str:
     return f"{value * 1e6:.0f} us"
 
 
-def min_p_value(n: int, m: int) -> float:
-    """The smallest one-sided p the exact Mann-Whitney U test can give with n and m rounds (no ties)."""
-    return 1 / math.comb(n + m, n)
+def p_number(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def p_value(new: list[float], old: list[float], slower: bool) -> float:
-    """One-sided Mann-Whitney U: are the new rounds larger (``slower``) or smaller than the baseline's?"""
-    from scipy.stats import mannwhitneyu  # imported here: scipy.stats costs seconds at every pytest start
+def p_text(p: float | None, name: str = "p") -> str:
+    if p is None:
+        return f"{name}=n/a"
+    number = p_number(p)
+    return f"{name}{number}" if number.startswith("<") else f"{name}={number}"
 
-    return float(mannwhitneyu(new, old, alternative="greater" if slower else "less").pvalue)
+
+def gpu_state(result: Result) -> str:
+    """The GPU's clock, temperature and throttling during the run, as the verdict table shows them."""
+    gpu = result.facts.gpu_telemetry
+    if not gpu.get("available"):
+        return "-"
+    parts = []
+    if gpu.get("sm_clock_mhz_median") is not None:
+        parts.append(f"{gpu['sm_clock_mhz_median']:.0f} MHz")
+    if gpu.get("temperature_c_max") is not None:
+        parts.append(f"{gpu['temperature_c_max']:.0f} C")
+    reasons = ", ".join(gpu.get("clock_event_reasons") or [])
+    parts.append(f"throttled ({reasons})" if gpu.get("throttled") else "not throttled")
+    return ", ".join(parts)
 
 
 @dataclasses.dataclass
 class Verdict:
     id: str
     status: str
-    message: str  # "<id>: median 3.61 s vs baseline 3.02 s (+19.5%, p=0.002, n=7/7) on cpu-xeon-2c"
-    reason: str = ""  # why it is inconclusive, or has no baseline
+    hardware_key: str
+    reason: str = ""  # why it is inconclusive, missing, errored, skipped or absent
     warnings: list[str] = dataclasses.field(default_factory=list)
+    median: float | None = None
+    baseline_median: float | None = None
     change: float | None = None  # new median / baseline median - 1
-    p: float | None = None
+    p: float | None = None  # one-sided Mann-Whitney U
+    p_adjusted: float | None = None  # Benjamini-Hochberg over the run's tests
+    method: str | None = None  # how p was computed (zvperf.gate.stats)
+    rounds: tuple[int, int] | None = None  # (new, baseline)
+    gpu: str = "-"
+    reference: str = "baseline"  # what the median was compared with: the stored baseline, or the base commit
+    confirmed: str = ""  # how an A/B confirmation in this job decided it, when one did
+    problems: list[str] = dataclasses.field(default_factory=list)  # why it cannot be judged (noise, rounds)
+    rule: Rule = Rule()
+
+    @property
+    def message(self) -> str:
+        """``<id>: median 3.61 s vs baseline 3.02 s (+19.5%, p=0.002 exact, p_adj=0.002, n=7/7) on cpu-xeon-2c``"""
+        if self.median is None:
+            return f"{self.id} on {self.hardware_key}"
+        if self.baseline_median is None:
+            return f"{self.id}: median {seconds(self.median)} on {self.hardware_key}"
+        assert self.change is not None and self.rounds is not None
+        test = f"{p_text(self.p)} {self.method}, {p_text(self.p_adjusted, 'p_adj')}" if self.p is not None else "p=n/a"
+        n, m = self.rounds
+        return (
+            f"{self.id}: median {seconds(self.median)} vs {self.reference} {seconds(self.baseline_median)} "
+            f"({self.change:+.1%}, {test}, n={n}/{m}) on {self.hardware_key}"
+        )
+
+    @property
+    def label(self) -> str:
+        return {FAIL: "FAIL", MISSING: "MISSING", ERRORED: "ERROR"}.get(self.status, self.status)
 
     def lines(self) -> list[str]:
-        label = "FAIL" if self.status == FAIL else self.status
-        text = f"{label:<12}  {self.message}" + (f": {self.reason}" if self.reason else "")
+        text = f"{self.label:<12}  {self.message}" + (f": {self.reason}" if self.reason else "")
+        if self.confirmed:
+            text += f" [confirmed: {self.confirmed}]"
         return [text] + [f"{'':<12}  warning: {w}" for w in self.warnings]
+
+    def decide(self) -> None:
+        """The status, from the change, the adjusted p-value and the problems (once p_adjusted is set)."""
+        rule = self.rule
+        significant = self.p_adjusted is not None and self.p_adjusted < rule.alpha
+        assert self.change is not None
+        self.status, self.reason = PASS, ""
+        if self.problems:
+            self.status, self.reason = INCONCLUSIVE, "; ".join(self.problems)
+        elif self.change > rule.threshold:
+            if significant:
+                self.status = FAIL
+            else:
+                self.status = INCONCLUSIVE
+                self.reason = (
+                    f"slower than the {rule.threshold:.0%} threshold but not significant (alpha {rule.alpha:g})"
+                )
+        elif self.change < -rule.threshold and significant:
+            self.status = IMPROVED
+
+    def to_json(self) -> dict[str, Any]:
+        value = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("rule", "problems")}
+        value["message"] = self.message
+        value["failing"] = self.status in FAILING
+        return value
 
 
 def _noise(result: Result, baseline: Entry, rule: Rule) -> list[str]:
@@ -106,31 +199,36 @@ def _differences(result: Result, baseline: Entry, versions: dict[str, str | None
 
 
 def judge(result: Result, baseline: Entry, rule: Rule, hardware_key: str, versions: dict[str, str | None]) -> Verdict:
-    """One benchmark's verdict against its baseline."""
+    """One benchmark's measurements against its baseline; the status is decided once the run's p-values are
+    adjusted together (``decide_all``)."""
     change = result.median / baseline.median - 1 if baseline.median else math.inf
     new, old = result.data, baseline.data
-    p = p_value(new, old, slower=change >= 0) if new and old else None
-    p_text = "p=n/a" if p is None else "p<0.001" if p < 0.001 else f"p={p:.3f}"
-    message = (
-        f"{result.id}: median {seconds(result.median)} vs baseline {seconds(baseline.median)} "
-        f"({change:+.1%}, {p_text}, n={len(new)}/{len(old)}) on {hardware_key}"
+    test = mann_whitney(new, old, slower=change >= 0) if new and old else None
+    return Verdict(
+        result.id,
+        INCONCLUSIVE,
+        hardware_key,
+        warnings=_differences(result, baseline, versions),
+        median=result.median,
+        baseline_median=baseline.median,
+        change=change,
+        p=test.p if test else None,
+        method=test.method if test else None,
+        rounds=(len(new), len(old)),
+        gpu=gpu_state(result),
+        problems=_noise(result, baseline, rule),
+        rule=rule,
     )
-    verdict = Verdict(result.id, PASS, message, change=change, p=p, warnings=_differences(result, baseline, versions))
-    problems = _noise(result, baseline, rule)
-    significant = p is not None and p < rule.alpha
-    if problems:
-        verdict.status, verdict.reason = INCONCLUSIVE, "; ".join(problems)
-    elif change > rule.threshold:
-        if significant:
-            verdict.status = FAIL
-        else:
-            verdict.status = INCONCLUSIVE
-            verdict.reason = (
-                f"slower than the {rule.threshold:.0%} threshold but not significant (alpha {rule.alpha:g})"
-            )
-    elif change < -rule.threshold and significant:
-        verdict.status = IMPROVED
-    return verdict
+
+
+def decide_all(verdicts: list[Verdict]) -> None:
+    """Adjust the p-values of every tested verdict together (Benjamini-Hochberg), then decide each."""
+    tested = [(v, v.p) for v in verdicts if v.p is not None]
+    for (verdict, _), adjusted in zip(tested, benjamini_hochberg([p for _, p in tested]), strict=True):
+        verdict.p_adjusted = adjusted
+    for verdict in verdicts:
+        if verdict.change is not None:
+            verdict.decide()
 
 
 @dataclasses.dataclass
@@ -139,58 +237,136 @@ class GateReport:
     path: Path  # the baseline file compared against
     config: GateConfig
     verdicts: list[Verdict]
-    warnings: list[str]  # about the whole run: no baseline file for this hardware
+    warnings: list[str]  # about the whole run: no baseline file for this hardware, other CPU flags
+    problems: list[str] = dataclasses.field(default_factory=list)  # what fails the whole run (--require-baseline)
+    confirmation: str = ""  # how the failed and inconclusive verdicts were confirmed A/B, when they were
 
     @property
     def failed(self) -> bool:
-        return any(v.status == FAIL for v in self.verdicts)
+        return bool(self.problems) or any(v.status in FAILING for v in self.verdicts)
 
     def count(self, status: str) -> int:
         return sum(v.status == status for v in self.verdicts)
 
-    def lines(self) -> list[str]:
+    @property
+    def judged(self) -> int:
+        return sum(self.count(status) for status in JUDGED)
+
+    def header(self) -> str:
         rule = self.config.defaults
         settings = f"settings from {self.config.source}" if self.config.source else "default settings"
-        lines = [
-            f"zvperf gate on {self.hardware_key} against {self.path} - fails when a "
-            f"median is over {rule.threshold:.0%} slower and a one-sided Mann-Whitney U test on the raw rounds gives "
-            f"p < {rule.alpha:g} ({settings})"
-        ]
+        return (
+            f"zvperf gate on {self.hardware_key} against {self.path} - fails when a median is over "
+            f"{rule.threshold:.0%} slower and a one-sided Mann-Whitney U test on the raw rounds gives p < "
+            f"{rule.alpha:g} after the Benjamini-Hochberg adjustment, and when a configuration is missing or "
+            f"errored ({settings})"
+        )
+
+    def summary(self) -> str:
+        """The last line: the outcome, and how many configurations were judged."""
+        total = len(self.verdicts)
+        unjudged = total - self.judged - self.count(ABSENT)
+        if self.failed:
+            outcome = "FAILED" + (f" ({'; '.join(self.problems)})" if self.problems else "")
+        elif unjudged:
+            outcome = f"found no slowdown, but could not judge {unjudged} of {total}"
+        else:
+            outcome = "passed"
+        decided = ", ".join(f"{self.count(s)} {_COUNTED_AS[s]}" for s in JUDGED)
+        others = ", ".join(f"{self.count(s)} {_COUNTED_AS[s]}" for s in STATUSES if s not in JUDGED and self.count(s))
+        return f"gate {outcome}: judged {self.judged} of {total} configurations ({decided})" + (
+            f"; not judged: {others}" if others else ""
+        )
+
+    def lines(self) -> list[str]:
+        lines = [self.header()]
+        if self.confirmation:
+            lines.append(f"confirmation: {self.confirmation}")
         lines += [f"warning: {w}" for w in self.warnings]
         for verdict in self.verdicts:
             lines += verdict.lines()
-        unjudged = self.count(INCONCLUSIVE) + self.count(NO_BASELINE)
-        if self.failed:
-            outcome = "FAILED"
-        elif unjudged:
-            outcome = f"found no slowdown, but could not judge {unjudged} of {len(self.verdicts)}"
-        else:
-            outcome = "passed"
-        lines.append(
-            f"gate {outcome}: {self.count(FAIL)} slower, {self.count(IMPROVED)} improved, {self.count(PASS)} passed, "
-            f"{self.count(INCONCLUSIVE)} inconclusive, {self.count(NO_BASELINE)} without a baseline"
-        )
+        lines.append(self.summary())
         return lines
 
 
-def compare(results: ResultsFile, directory: Path, config: GateConfig) -> GateReport:
-    """Judge every result against the baseline file of its hardware key in ``directory``."""
+def _unmeasured_verdict(
+    name: str, why: Unmeasured | None, entry: Entry | None, key: str, config: GateConfig
+) -> Verdict:
+    said = f"{why.outcome}: {why.reason}" if why else "no result, and the run recorded no reason (not in its matrix?)"
+    if why is not None and why.broken:
+        return Verdict(name, ERRORED, key, said)
+    if entry is None:
+        return Verdict(name, SKIPPED, key, said)
+    absence = config.absence(key, name)
+    if absence is not None:
+        return Verdict(name, ABSENT, key, f"expected on {absence.hardware} ({absence.reason}); the run said {said}")
+    return Verdict(name, MISSING, key, f"in the baseline but not measured: {said}")
+
+
+def cpu_flag_difference(results: ResultsFile, machine: dict[str, Any]) -> str | None:
+    """A warning when the run's CPU flags differ from those the baseline recorded under the same key."""
+    now, then = results.zvperf_machine.get("cpu_flags"), machine.get("cpu_flags")
+    if not now or not then or set(now) == set(then):
+        return None
+    added, lost = sorted(set(now) - set(then)), sorted(set(then) - set(now))
+    change = ", ".join([*(f"+{f}" for f in added), *(f"-{f}" for f in lost)])
+    return f"this CPU's flags differ from the baseline machine's ({change}): same key, other hardware?"
+
+
+def compare(results: ResultsFile, directory: Path, config: GateConfig, require_baseline: bool = False) -> GateReport:
+    """Judge every result against the baseline file of its hardware key in ``directory``, and every baseline entry
+    without a result as missing (or absent as gate.toml expects)."""
     key = results.hardware_key
     path = baselines.baseline_path(directory, key)
     baseline = baselines.read(path)
     entries = baseline.entries if baseline else {}
-    warnings = []
+    warnings, problems = [], []
     if baseline is None:
         others = [k for k in baselines.hardware_keys(directory) if k != key]
         elsewhere = f"baselines exist only for {', '.join(others)}" if others else f"{directory} holds no baselines"
         warnings.append(f"no baseline file for this hardware ({key}): {elsewhere}; nothing was judged")
+        if require_baseline:
+            problems.append(f"no baseline file {path}, required by --require-baseline")
+    else:
+        flags = cpu_flag_difference(results, baseline.machine)
+        warnings += [flags] if flags else []
     versions = baselines.run_versions(results)
     verdicts = []
     for result in results.results:
         entry = entries.get(result.id)
         if entry is None:
-            message = f"{result.id}: median {seconds(result.median)} on {key}"
-            verdicts.append(Verdict(result.id, NO_BASELINE, message, "no baseline (zvperf baseline update adds one)"))
+            reason = "no baseline (zvperf baseline update adds one)"
+            verdicts.append(Verdict(result.id, NO_BASELINE, key, reason, median=result.median, gpu=gpu_state(result)))
         else:
             verdicts.append(judge(result, entry, config.rule(result.id), key, versions))
-    return GateReport(key, path, config, verdicts, warnings)
+    measured = {r.id for r in results.results}
+    for name in [*results.unmeasured, *sorted(set(entries) - set(results.unmeasured))]:
+        why = results.unmeasured.get(name)
+        if name in measured or (why is not None and why.outcome == DESELECTED and name not in entries):
+            continue  # judged above, or left out on purpose with nothing to compare
+        verdicts.append(_unmeasured_verdict(name, why, entries.get(name), key, config))
+    decide_all(verdicts)
+    if require_baseline and baseline is not None and not any(v.status in JUDGED for v in verdicts):
+        problems.append("nothing was judged, and --require-baseline asks for a judgement")
+    return GateReport(key, path, config, verdicts, warnings, problems)
+
+
+def ignored_head_changes(head: Path | None, base: Path) -> list[str]:
+    """A warning naming the baseline files and gate config that the judged change adds, removes or edits
+    (``head`` is its baselines folder, ``base`` the base commit's, which the gate reads): a change cannot loosen
+    its own gate, and the report says that its edits were not used."""
+    if head is None or head.resolve() == base.resolve():
+        return []
+
+    def files(directory: Path) -> dict[str, bytes]:
+        found = list(directory.glob("*.json")) if directory.is_dir() else []
+        return {p.name: p.read_bytes() for p in [*found, directory / CONFIG_NAME] if p.is_file()}
+
+    mine, theirs = files(head), files(base)
+    changed = sorted(name for name in set(mine) | set(theirs) if mine.get(name) != theirs.get(name))
+    if not changed:
+        return []
+    return [
+        f"this change edits {', '.join(str(head / name) for name in changed)}: ignored, the gate judges against the "
+        f"base commit's copies in {base} (a change cannot move its own goalposts; they apply once merged)"
+    ]

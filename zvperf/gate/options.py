@@ -9,7 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from zvperf.argtypes import bounded_int
 from zvperf.gate.baselines import DEFAULT_DIR
+from zvperf.gate.confirm import MIN_PROCESSES
 
 
 def add_baseline_options(add: Callable[..., Any], prefix: str = "") -> None:
@@ -24,7 +26,43 @@ def add_baseline_options(add: Callable[..., Any], prefix: str = "") -> None:
 
 
 def add_gate_options(add: Callable[..., Any], prefix: str = "") -> None:
-    """``--{prefix}baselines-dir`` and ``--{prefix}gate-config`` (the CLI also takes ``--config``)."""
+    """``--{prefix}baselines-dir``, ``--{prefix}gate-config`` (the CLI also takes ``--config``) and
+    ``--{prefix}require-baseline``."""
     add_baseline_options(add, prefix)
     names = [f"--{prefix}gate-config"] + ([] if prefix else ["--config"])
     add(*names, type=Path, metavar="FILE", help="gate settings (default: BASELINES_DIR/gate.toml when present)")
+    add(
+        f"--{prefix}require-baseline",
+        action="store_true",
+        help="fail when this hardware has no baseline file, or nothing was judged (what CI wants)",
+    )
+
+
+def add_head_baselines_option(add: Callable[..., Any], prefix: str = "") -> None:
+    """``--{prefix}head-baselines-dir``: the judged change's own baselines folder, named in the report when it
+    differs from the one judged against."""
+    add(
+        f"--{prefix}head-baselines-dir",
+        type=Path,
+        metavar="DIR",
+        help="the judged change's own baselines folder (with --baselines-dir at the base commit's): its edits are "
+        "not used, and the report names them",
+    )
+
+
+def add_confirm_options(add: Callable[..., Any], prefix: str = "") -> None:
+    """Where the base commit's checkout is, and how many processes of each side a confirmation runs."""
+    add(
+        f"--{prefix}base-checkout",
+        type=Path,
+        metavar="DIR",
+        default=Path(".zvperf-base"),
+        help="a checkout of the base commit, whose code runs with this environment (default: .zvperf-base)",
+    )
+    add(
+        f"--{prefix}confirm-processes" if prefix else "--processes",
+        type=bounded_int(MIN_PROCESSES),
+        default=MIN_PROCESSES,
+        metavar="N",
+        help=f"processes of each commit, alternating base and head (default and minimum: {MIN_PROCESSES})",
+    )

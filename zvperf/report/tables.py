@@ -164,8 +164,11 @@ def environment(section: Section) -> dict[str, Any]:
         "gpu": machine.get("gpu"),  # name, memory_gib, compute_capability, count, driver (None on a CPU run)
         "driver": (machine.get("gpu") or {}).get("driver"),
         "cpu": machine.get("cpu"),
-        "cpu_id": machine.get("cpu_id"),  # "family 26 model 2" (format 3 on)
-        "cpu_isa": machine.get("cpu_isa") or [],  # the flags that decide the fast paths (format 3 on)
+        # "family 26 model 2": what tells apart CPUs that report one generic name (recorded from format 3 on)
+        "cpu_id": f"family {machine['cpu_family']} model {machine.get('cpu_model_number')}"
+        if machine.get("cpu_family")
+        else None,
+        "cpu_isa": machine.get("cpu_isa"),  # the widest vector ISA level, e.g. avx512-bf16 (format 3 on)
         "cpu_cores": machine.get("cpu_cores"),
         "torch_threads": machine.get("torch_threads"),
         "os": " ".join(filter(None, (info.get("system"), info.get("release")))) or None,
@@ -290,11 +293,14 @@ def backends(section: Section) -> dict[str, Any]:
 
 
 def _memory(result: Result) -> tuple[float | None, str | None]:
-    """Peak memory and where it was measured: torch's allocator, NVML (whole GPU), or the process RSS on a CPU."""
+    """Peak memory and where it was measured: torch's allocator, NVML (this process, else the whole GPU: what
+    rows of backends with their own allocator have), or the process RSS on a CPU."""
     telemetry = result.facts.telemetry
     gpu = result.facts.gpu_telemetry
     if telemetry.get("torch_peak_allocated_mib") is not None:
         return telemetry["torch_peak_allocated_mib"], "torch"
+    if gpu.get("process_memory_mib_peak") is not None:
+        return gpu["process_memory_mib_peak"], "nvml-process"
     if gpu.get("memory_used_mib_peak") is not None:
         return gpu["memory_used_mib_peak"], "nvml"
     rss = (telemetry.get("cpu") or {}).get("rss_mib_peak")

@@ -10,7 +10,10 @@ Results format history (``zvperf.format``; a file without it is format 1):
 
 1. the suite before formats were recorded: the same ``extra_info`` fields as format 2, no number.
 2. the number, written through pytest-benchmark's ``pytest_benchmark_update_json`` hook.
-3. efficiency: solver results carry ``flops``, ``flop_rate`` and ``gemm_efficiency``, and
+3. ``zvperf.unmeasured``: every benchmark the run collected but did not time, with its outcome (skipped,
+   failed, error, deselected) and the reason, so that the gate can say why a configuration is missing. A
+   file may now hold no timed benchmark at all when it holds these (every benchmark skipped).
+4. efficiency: solver results carry ``flops``, ``flop_rate`` and ``gemm_efficiency``, and
    ``machine_info.zvperf.gemm`` the attainable matrix-multiply rate per precision (older files: absent, None).
 
 A file of a format this version does not know is refused with one sentence; older ones are upgraded
@@ -27,7 +30,7 @@ from typing import Any
 from zvperf.errors import ZvperfError
 from zvperf.files import read_json
 
-RESULTS_FORMAT = 3
+RESULTS_FORMAT = 4
 KINDS = ("solver", "e2e", "text_encoder", "vocoder", "cold_start")
 
 
@@ -79,9 +82,12 @@ class BenchmarkFacts:
 
     @property
     def peak_memory_mib(self) -> float | None:
-        """torch's peak allocation on a GPU run, else the process's peak resident memory."""
+        """torch's peak allocation on a GPU run (NVML's figure for this process where the backend allocates
+        outside torch), else the process's peak resident memory."""
         if "torch_peak_allocated_mib" in self.telemetry:
             return self.telemetry["torch_peak_allocated_mib"]
+        if self.gpu_telemetry.get("process_memory_mib_peak") is not None:
+            return self.gpu_telemetry["process_memory_mib_peak"]
         return (self.telemetry.get("cpu") or {}).get("rss_mib_peak")
 
     def with_flag(self, code: str, detail: str) -> BenchmarkFacts:
@@ -127,6 +133,11 @@ KIND_KEYS = {
 }
 
 
+def benchmark_id(config_id: str, kind: str) -> str:
+    """``zipvoice_distill-4step-torch-fp32 solver``: what baselines and messages call a benchmark."""
+    return f"{config_id} {kind}"
+
+
 @dataclasses.dataclass
 class Result:
     """One benchmark of a run: pytest-benchmark's statistics and raw rounds with zvperf's facts."""
@@ -143,8 +154,7 @@ class Result:
 
     @property
     def id(self) -> str:
-        """``zipvoice_distill-4step-torch-fp32 solver``: what baselines and messages call a benchmark."""
-        return f"{self.config_id} {self.kind}"
+        return benchmark_id(self.config_id, self.kind)
 
     @property
     def median(self) -> float:
@@ -189,6 +199,31 @@ class Result:
         return cls(name, param, facts, stats, [float(x) for x in rounds])
 
 
+# How a collected benchmark ended without a timing (pytest's words, and "deselected" by -k/-m).
+SKIPPED, FAILED, ERROR, DESELECTED = "skipped", "failed", "error", "deselected"
+OUTCOMES = (SKIPPED, FAILED, ERROR, DESELECTED)
+
+
+@dataclasses.dataclass(frozen=True)
+class Unmeasured:
+    """A benchmark the run collected but has no timing for, and why (the skip or failure message)."""
+
+    outcome: str  # one of OUTCOMES
+    reason: str
+
+    @property
+    def broken(self) -> bool:
+        """It failed or errored (a backend that disagrees with torch, a crash): never a pass."""
+        return self.outcome in (FAILED, ERROR)
+
+    @classmethod
+    def from_json(cls, value: Any) -> Unmeasured:
+        """Raises ValueError saying what is wrong (the caller names the file and benchmark)."""
+        if not isinstance(value, dict) or value.get("outcome") not in OUTCOMES:
+            raise ValueError(f"has no outcome among {', '.join(OUTCOMES)}")
+        return cls(value["outcome"], str(value.get("reason", "")))
+
+
 @dataclasses.dataclass
 class ResultsFile:
     path: Path
@@ -198,6 +233,7 @@ class ResultsFile:
     results: list[Result]
     run: dict[str, Any] = dataclasses.field(default_factory=dict)  # the top-level "zvperf" section
     format: int = RESULTS_FORMAT
+    unmeasured: dict[str, Unmeasured] = dataclasses.field(default_factory=dict)  # benchmark id -> why untimed
 
     @property
     def zvperf_machine(self) -> dict[str, Any]:
@@ -219,13 +255,28 @@ class ResultsFile:
         return commit + "+dirty" if self.commit_info.get("dirty") else commit
 
 
-def _unchanged(document: dict[str, Any]) -> dict[str, Any]:
-    """Format 1 had the same fields as 2 and no number; format 2 lacks only what 3 added, which reads as None."""
+def _from_format_1(document: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 had the same fields and no number."""
+    return document
+
+
+def _from_format_2(document: dict[str, Any]) -> dict[str, Any]:
+    """Format 2 did not record the benchmarks it did not time: none are known."""
+    document.setdefault("zvperf", {})["unmeasured"] = {}
+    return document
+
+
+def _from_format_3(document: dict[str, Any]) -> dict[str, Any]:
+    """Format 3 had no efficiency: its solver results read with flops, flop_rate and gemm_efficiency None."""
     return document
 
 
 # format N -> the document in format N + 1
-_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _unchanged, 2: _unchanged}
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _from_format_1,
+    2: _from_format_2,
+    3: _from_format_3,
+}
 
 
 def results_format(document: Mapping[str, Any]) -> int:
@@ -248,8 +299,14 @@ def load_results(path: Path | str) -> ResultsFile:
         )
     for older in range(version, RESULTS_FORMAT):
         data = _UPGRADES[older](data)
-    if not data["benchmarks"]:
-        raise ZvperfError(f"{path}: holds no benchmarks.")
+    unmeasured = {}
+    for name, value in (data["zvperf"].get("unmeasured") or {}).items():
+        try:
+            unmeasured[name] = Unmeasured.from_json(value)
+        except ValueError as exc:
+            raise ZvperfError(f"{path}: unmeasured benchmark {name!r} {exc}.") from None
+    if not data["benchmarks"] and not unmeasured:
+        raise ZvperfError(f"{path}: holds no benchmarks, and no reason why.")
     if "zvperf" not in data["machine_info"]:
         raise ZvperfError(f"{path}: machine_info lacks zvperf's section (was it run with the zvperf plugin?).")
     results = [Result.from_entry(entry, str(path)) for entry in data["benchmarks"]]
@@ -261,4 +318,5 @@ def load_results(path: Path | str) -> ResultsFile:
         results,
         run=dict(data.get("zvperf") or {}),
         format=version,
+        unmeasured=unmeasured,
     )

@@ -25,11 +25,16 @@ def run_versions(results: ResultsFile) -> dict[str, str | None]:
     return versions
 
 
+# What a store records of the machine: what the hardware key stands for, and the CPU's vector and matrix flags,
+# with which the gate warns when a key matches but the flags do not.
+MACHINE_KEYS = ("cpu", "cpu_cores", "cpu_family", "cpu_model_number", "cpu_isa", "cpu_flags")
+
+
 def machine_summary(results: ResultsFile) -> dict[str, Any]:
-    """What a hardware key stands for: the CPU model and cores, the GPU's name."""
+    """What a hardware key stands for: the CPU (model, cores, family, ISA level, flags), the GPU's name."""
     facts = results.zvperf_machine
     gpu = facts.get("gpu") or {}
-    return {"cpu": facts.get("cpu"), "cpu_cores": facts.get("cpu_cores"), "gpu": gpu.get("name")}
+    return {**{key: facts.get(key) for key in MACHINE_KEYS if key in facts}, "gpu": gpu.get("name")}
 
 
 def key_path(directory: Path, hardware_key: str, suffix: str) -> Path:

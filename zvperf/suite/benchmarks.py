@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from zvperf.engine import audio
+from zvperf.engine.device import on_engine_stream
 from zvperf.engine.flops import solve_flops
 from zvperf.results.schema import BenchmarkFacts
 from zvperf.suite.engines import Engine
@@ -34,10 +35,14 @@ from zvperf.suite.timing import measure
 
 
 def _run_timed(
-    session: BenchSession, benchmark: Any, fn: Callable[[], Any], rounds: int, warmup: int
+    session: BenchSession, engine: Engine, benchmark: Any, fn: Callable[[], Any], rounds: int, warmup: int
 ) -> tuple[Any, Telemetry]:
     options = session.options
-    with session.out_of_memory_skips("while timed"), Telemetry(options.device) as telemetry:
+    with (
+        session.out_of_memory_skips("while timed"),
+        on_engine_stream(options.device),
+        Telemetry(options.device, torch_memory=not engine.own_allocator) as telemetry,
+    ):
         result = measure(
             benchmark,
             fn,
@@ -98,7 +103,7 @@ def time_solver(benchmark: Any, session: BenchSession, combo: Combo) -> None:
             return engine.solve(inputs, combo.num_step)
 
     options = session.options
-    _, telemetry = _run_timed(session, benchmark, solve, options.rounds, options.warmup_rounds)
+    _, telemetry = _run_timed(session, engine, benchmark, solve, options.rounds, options.warmup_rounds)
     model = engine.model
     scale = model.default_guidance_scale
     measured = (inputs.audio_seconds, inputs.frames, model.nfe(combo.num_step, scale))
@@ -132,7 +137,7 @@ def time_e2e(benchmark: Any, session: BenchSession, combo: Combo) -> None:
         stages.append(result.timings)
         return result
 
-    result, telemetry = _run_timed(session, benchmark, synthesize, options.rounds, options.warmup_rounds)
+    result, telemetry = _run_timed(session, engine, benchmark, synthesize, options.rounds, options.warmup_rounds)
     timed = stages[-options.rounds :]
     stages_ms = {name: statistics.median(t[name] for t in timed) * 1e3 for name in timed[0]}
     measured = (result.audio_seconds, result.frames, result.nfe)
@@ -161,7 +166,7 @@ def _time_stage(
             return call()
 
     options = session.options
-    _, telemetry = _run_timed(session, benchmark, timed, options.rounds, options.warmup_rounds)
+    _, telemetry = _run_timed(session, engine, benchmark, timed, options.rounds, options.warmup_rounds)
     _record(session, benchmark, telemetry, engine, kind, None, (inputs.audio_seconds, frames, 0))
 
 
@@ -217,7 +222,7 @@ def time_cold_start(benchmark: Any, session: BenchSession, config: Config) -> No
             raise RuntimeError(f"the cold-start process failed: {tail}")
         phases.append(json.loads(completed.stdout.strip().splitlines()[-1]))
 
-    _, telemetry = _run_timed(session, benchmark, start_process, options.cold_rounds, 0)
+    _, telemetry = _run_timed(session, engine, benchmark, start_process, options.cold_rounds, 0)
     inputs = engine.solver_inputs(None)
     measured = (inputs.audio_seconds, inputs.frames, engine.model.nfe(num_step, engine.model.default_guidance_scale))
     phases_s = {name: statistics.median(p[name] for p in phases) for name in phases[0]}

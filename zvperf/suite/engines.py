@@ -8,8 +8,9 @@ import gc
 
 import torch
 
-from zvperf.backends import check_runnable, get_backend
+from zvperf.backends import check_runnable, get_backend, own_allocator
 from zvperf.engine import audio
+from zvperf.engine.device import on_engine_stream, synchronize
 from zvperf.engine.models import ZipVoice, speech_condition_from_prompt
 from zvperf.engine.pipeline import Synthesizer
 from zvperf.engine.precision import TOLERANCES, relative_error
@@ -61,7 +62,9 @@ class Engine:
     """One configuration built on the device: weights loaded, backend prepared, prompt featurised.
 
     Unless it is the torch fp32 reference itself, every backend is checked against an fp32 torch copy
-    of the model on the same inputs before anything of it is timed (once per input shape).
+    of the model on the same inputs before anything of it is timed (once per input shape). On a GPU it is
+    built, checked and run on the engine's own CUDA stream (``zvperf.engine.device.engine_stream``), the one
+    whose handle ONNX Runtime and TensorRT are given.
     """
 
     def __init__(self, config: Config, options: BenchOptions) -> None:
@@ -69,15 +72,18 @@ class Engine:
         check_runnable(backend, options.device, config.precision)
         self.config = config
         self.options = options
+        self.own_allocator = own_allocator(backend)  # its memory is NVML's figure, not torch's
         self.weights = load_weights(config.model, options.weights)
         reference = copy.deepcopy(self.weights.model)  # before the synthesizer casts the model to the precision
-        self.synthesizer = Synthesizer(self.weights, options.device, config.precision)
-        solver = backend.prepare(self.synthesizer.model, options.device, config.precision)
-        self.synthesizer.solver = solver
-        # The reference is the model's own fp32 eager solve; anything else (torch's oneDNN path included) is checked.
-        is_reference = config.precision == "fp32" and solver == self.synthesizer.model.solve
-        self.reference = None if is_reference else reference.to(options.device).float()
-        self.prompt = self.synthesizer.prepare_prompt(options.prompt_wav, options.prompt_text)
+        with on_engine_stream(options.device):
+            self.synthesizer = Synthesizer(self.weights, options.device, config.precision)
+            solver = backend.prepare(self.synthesizer.model, options.device, config.precision)
+            self.synthesizer.solver = solver
+            # The reference is the model's own fp32 eager solve; anything else (torch's oneDNN path included) is
+            # checked against it.
+            is_reference = config.precision == "fp32" and solver == self.synthesizer.model.solve
+            self.reference = None if is_reference else reference.to(options.device).float()
+            self.prompt = self.synthesizer.prepare_prompt(options.prompt_wav, options.prompt_text)
         self._inputs: dict[tuple[int | None, int], SolverInputs] = {}
         self._verified: dict[tuple[int | None, int], float] = {}
 
@@ -90,7 +96,8 @@ class Engine:
         (the prompt then takes at most a quarter of them); ``batch`` copies of that utterance."""
         key = (frames, batch)
         if key not in self._inputs:
-            self._inputs[key] = self._build_inputs(frames, batch)
+            with on_engine_stream(self.options.device):
+                self._inputs[key] = self._build_inputs(frames, batch)
         return self._inputs[key]
 
     def _build_inputs(self, frames: int | None, batch: int) -> SolverInputs:
@@ -124,12 +131,13 @@ class Engine:
         key = (frames, batch)
         if key not in self._verified:
             inputs = self.solver_inputs(frames, batch)
-            with torch.inference_mode():
+            with torch.inference_mode(), on_engine_stream(self.options.device):
                 ours = self.solve(inputs, num_step)
                 x0, text, speech = (t.float() for t in inputs.solver_args()[:3])
                 reference = self.reference.solve(
                     x0, text, speech, inputs.padding_mask, num_step, self.model.default_guidance_scale
                 )
+                synchronize(self.options.device)
             valid = None if inputs.padding_mask is None else ~inputs.padding_mask[..., None].expand_as(reference)
             error = relative_error(ours, reference, valid)
             tolerance = TOLERANCES[self.config.precision]["x1"]

@@ -1,6 +1,9 @@
 """Several GPUs, one benchmark process each: the matrix split into shards, each process pinned to its GPU
 with CUDA_VISIBLE_DEVICES, their JSON merged into one file.
 
+A CUDA_VISIBLE_DEVICES the launcher inherits (a runner given some of a machine's GPUs) is split, not
+overwritten: each shard gets one of its entries, as written there (an index or a UUID).
+
 pytest-benchmark refuses to time under pytest-xdist (parallel workers would disturb each other's
 timings on one device), so this launcher runs independent pytest processes instead: each owns a whole
 GPU, and each shard holds whole configurations, so no model is built twice.
@@ -32,17 +35,46 @@ def pytest_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "pytest", *PYTEST_ARGS, *args]
 
 
-def parse_gpus(spec: str, count: int | None = None) -> list[str]:
-    """``all`` (every visible GPU) or a comma list of indices: the CUDA_VISIBLE_DEVICES value of each shard."""
+def visible_devices(value: str) -> list[str]:
+    """The devices a CUDA_VISIBLE_DEVICES value makes visible, as it names them, by CUDA's rules: comma-separated
+    indices or GPU-/MIG- UUIDs, read up to the first entry that is neither; a device named twice makes none
+    visible."""
+    devices: list[str] = []
+    for entry in value.split(","):
+        entry = entry.strip()
+        if not (entry.isdigit() or entry.startswith(("GPU-", "MIG-"))):
+            break
+        if entry in devices:
+            return []
+        devices.append(entry)
+    return devices
+
+
+def parse_gpus(spec: str, count: int | None = None, inherited: str | None = None) -> list[str]:
+    """``all`` (every visible GPU) or a comma list of indices among the visible ones: the CUDA_VISIBLE_DEVICES
+    value of each shard. ``inherited``: this process's CUDA_VISIBLE_DEVICES (default: the environment's), whose
+    entries the shards then get."""
+    inherited = os.environ.get("CUDA_VISIBLE_DEVICES") if inherited is None else inherited
+    visible = visible_devices(inherited) if inherited is not None else None
     if spec == "all":
-        total = visible_gpu_count() if count is None else count
-        if total == 0:
-            raise ZvperfError("--gpus all: no GPU is visible on this machine (give indices to run shards anyway).")
-        return [str(i) for i in range(total)]
+        if visible is None:
+            visible = [str(i) for i in range(visible_gpu_count() if count is None else count)]
+        if not visible:
+            where = f"CUDA_VISIBLE_DEVICES={inherited!r}" if inherited is not None else "this machine"
+            raise ZvperfError(f"--gpus all: no GPU is visible ({where}; give indices to run shards anyway).")
+        return visible
     gpus = [part.strip() for part in spec.split(",") if part.strip()]
     if not gpus or not all(g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
         raise ZvperfError(f"--gpus {spec!r}: expected 'all' or distinct GPU indices such as 0,1.")
-    return gpus
+    if visible is None:
+        return gpus
+    beyond = [g for g in gpus if int(g) >= len(visible)]
+    if beyond:
+        raise ZvperfError(
+            f"--gpus {spec!r}: GPU {beyond[0]} is not among the {len(visible)} that CUDA_VISIBLE_DEVICES={inherited!r} "
+            "makes visible (indices count from 0 within that list)."
+        )
+    return [visible[int(g)] for g in gpus]
 
 
 def visible_gpu_count() -> int:
@@ -57,24 +89,24 @@ def visible_gpu_count() -> int:
     return torch.cuda.device_count()
 
 
-def run_shards(gpus: Sequence[str], pytest_args: Sequence[str], workdir: Path) -> list[Path]:
-    """Start one ``pytest --benchmark-only`` per GPU at once, wait for all, and return their JSON files."""
+def run_shards(gpus: Sequence[str], pytest_args: Sequence[str], workdir: Path) -> tuple[list[Path], list[str]]:
+    """Start one ``pytest --benchmark-only`` per GPU at once, wait for all, and return their JSON files and the
+    shards that failed (a benchmark that failed or errored, a crash): the files hold what the others measured."""
     processes = []
     for index, gpu in enumerate(gpus):
         out = workdir / f"shard-{index}-gpu{gpu}.json"
         command = pytest_command(f"--benchmark-json={out}", f"--zv-shard={index}/{len(gpus)}", *pytest_args)
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
+        # fp32 rows are IEEE fp32: the one way to keep ONNX Runtime's TensorRT provider from TF32 (unless set).
+        env = {"NVIDIA_TF32_OVERRIDE": "0", **os.environ, "CUDA_VISIBLE_DEVICES": gpu}
         log = (workdir / f"shard-{index}.log").open("w")
         processes.append((gpu, out, log, subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)))
     failed = []
     for gpu, _, log, process in processes:
-        # pytest exits 1 when a benchmark failed (a backend that disagrees); the JSON still holds the rest.
-        if process.wait() not in (0, 1):
-            failed.append(f"GPU {gpu} (exit {process.returncode}, log {log.name})")
+        if process.wait() != 0:
+            tail = Path(log.name).read_text(errors="replace").strip().splitlines() or ["no output"]
+            failed.append(f"GPU {gpu} (pytest exit {process.returncode}: {tail[-1]})")
         log.close()
-    if failed:
-        raise ZvperfError(f"benchmark shard(s) failed on {', '.join(failed)}.")
-    return [out for _, out, _, _ in processes]
+    return [out for _, out, _, _ in processes], failed
 
 
 def merge(paths: Sequence[Path]) -> dict[str, Any]:
@@ -98,17 +130,29 @@ def merge(paths: Sequence[Path]) -> dict[str, Any]:
                 "cuda_visible_devices": zvperf.get("cuda_visible_devices"),
             }
             merged["benchmarks"].append(bench)
+    # What each shard collected and did not time, and why (results format 3): the gate names them.
+    merged["zvperf"] = {**shards[0].get("zvperf", {}), "unmeasured": {}}
+    for shard in shards:
+        merged["zvperf"]["unmeasured"].update((shard.get("zvperf") or {}).get("unmeasured") or {})
     merged["machine_info"] = dict(shards[0]["machine_info"])
+    providers: dict[str, list[str]] = {}
+    for shard in shards:  # each shard built its own backends
+        providers |= shard["machine_info"].get("zvperf", {}).get("onnxruntime_providers", {})
     merged["machine_info"]["zvperf"] = {
         **shards[0]["machine_info"].get("zvperf", {}),
         "shards": [s["machine_info"].get("zvperf", {}).get("cuda_visible_devices") for s in shards],
+        "onnxruntime_providers": providers,
     }
     return merged
 
 
-def launch(gpus: Sequence[str], pytest_args: Sequence[str], output: Path) -> dict[str, Any]:
-    """Run the shards and write the merged JSON to ``output`` (through a temporary file and a rename)."""
+def launch(gpus: Sequence[str], pytest_args: Sequence[str], output: Path) -> tuple[dict[str, Any], list[str]]:
+    """Run the shards and write the merged JSON to ``output`` (through a temporary file and a rename); returns it
+    and the shards that failed, whose results are missing from it."""
     with tempfile.TemporaryDirectory(prefix="zvperf-shards-") as workdir:
-        merged = merge(run_shards(gpus, pytest_args, Path(workdir)))
+        paths, failed = run_shards(gpus, pytest_args, Path(workdir))
+        if failed and not any(path.is_file() for path in paths):
+            raise ZvperfError(f"every benchmark shard failed: {'; '.join(failed)}.")
+        merged = merge(paths)
     write_atomic(output, json.dumps(merged, indent=2) + "\n")
-    return merged
+    return merged, failed

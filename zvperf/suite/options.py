@@ -18,8 +18,16 @@ from zvperf.backends import backend_names
 from zvperf.engine import audio
 from zvperf.engine.precision import DTYPES
 from zvperf.errors import ZvperfError
-from zvperf.gate.options import add_gate_options
+from zvperf.gate.options import add_confirm_options, add_gate_options
 from zvperf.suite.matrix import MIN_FRAMES, MODELS, PRESETS, Matrix, expand
+
+# The measurement options' defaults other than None (a confirmation passes on only what a run changed).
+DEFAULTS = {
+    "zv_device": "auto",
+    "zv_weights": "auto",
+    "zv_text": audio.DEMO_TEXT,
+    "zv_prompt_wav": audio.DEMO_PROMPT_WAV,
+}
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -48,10 +56,20 @@ def add_options(parser: pytest.Parser) -> None:
         type=comma_list(bounded_int(1)),
         help="comma list of batch sizes for the solver benchmark, e.g. 1,4",
     )
-    add("--zv-device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda when available")
-    add("--zv-weights", default="auto", help="DIR, hub, synthetic, or auto (hub cache, else synthetic)")
-    add("--zv-text", default=audio.DEMO_TEXT, help="the sentence to synthesise")
-    add("--zv-prompt-wav", type=Path, default=audio.DEMO_PROMPT_WAV, help="prompt audio (default: the bundled demo)")
+    add(
+        "--zv-device",
+        default=DEFAULTS["zv_device"],
+        choices=["auto", "cpu", "cuda"],
+        help="default: cuda when available",
+    )
+    add("--zv-weights", default=DEFAULTS["zv_weights"], help="DIR, hub, synthetic, or auto (hub cache, else synthetic)")
+    add("--zv-text", default=DEFAULTS["zv_text"], help="the sentence to synthesise")
+    add(
+        "--zv-prompt-wav",
+        type=Path,
+        default=DEFAULTS["zv_prompt_wav"],
+        help="prompt audio (default: the bundled demo)",
+    )
     add("--zv-prompt-text", help="transcript of --zv-prompt-wav (required when it is given)")
     add("--zv-rounds", type=bounded_int(1), help="timed rounds per benchmark (default: the matrix's)")
     add("--zv-warmup", type=bounded_int(0), help="untimed warm-up rounds per benchmark (default: the matrix's)")
@@ -71,7 +89,38 @@ def add_options(parser: pytest.Parser) -> None:
         action="store_true",
         help="merge this run's results into the baseline file for this hardware (previous values kept for revert)",
     )
+    add(
+        "--zv-confirm",
+        action="store_true",
+        help="with --zv-gate: re-run the failed and inconclusive configurations A/B, alternating processes of the "
+        "base commit's checkout (--zv-base-checkout) and of this code, and judge head against base",
+    )
     add_gate_options(add, prefix="zv-")
+    add_confirm_options(add, prefix="zv-")
+
+
+# The options that decide what a benchmark process measures (their dests): a confirmation's processes get the
+# values this run had. The injected slowdown is the head's alone (it stands for a change in the head's code).
+MEASUREMENT_OPTIONS = (
+    "zv_matrix", "zv_models", "zv_steps", "zv_backends", "zv_precision", "zv_lengths", "zv_batch", "zv_device",
+    "zv_weights", "zv_text", "zv_prompt_wav", "zv_prompt_text", "zv_rounds", "zv_warmup",
+)  # fmt: skip
+
+
+def measurement_args(config: pytest.Config) -> list[str]:
+    """The measurement options this run set, as command-line arguments, paths made absolute (the base commit's
+    processes run from its checkout, and bundle their own default prompt)."""
+    args = []
+    for dest in MEASUREMENT_OPTIONS:
+        value = config.getoption(dest)
+        if value is None or value == DEFAULTS.get(dest):
+            continue
+        if isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        elif isinstance(value, Path) or (dest == "zv_weights" and Path(value).exists()):
+            value = Path(value).resolve()
+        args.append(f"--{dest.replace('_', '-')}={value}")
+    return args
 
 
 @dataclasses.dataclass

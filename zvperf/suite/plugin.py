@@ -11,17 +11,20 @@ and prints one summary table and the gate's report.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import Any
 
 import pytest
 
 from zvperf.errors import ZvperfError
+from zvperf.files import write_atomic
 from zvperf.results import sanity
 from zvperf.results.derived import add_speedups
-from zvperf.results.schema import RESULTS_FORMAT, Result
+from zvperf.results.schema import DESELECTED, ERROR, FAILED, RESULTS_FORMAT, SKIPPED, Result, Unmeasured, benchmark_id
 from zvperf.results.summary import summary_lines
 from zvperf.suite.engines import EngineCache
-from zvperf.suite.machine import machine_summary
+from zvperf.suite.machine import machine_summary, onnxruntime_providers
 from zvperf.suite.matrix import Combo, Config
 from zvperf.suite.options import BenchOptions, add_options
 from zvperf.suite.session import BenchSession
@@ -31,6 +34,7 @@ _SESSION = pytest.StashKey[BenchSession]()
 _RESULTS = pytest.StashKey[list[Result]]()
 _GATE = pytest.StashKey[GateRun]()
 _GATE_LINES = pytest.StashKey[list[str]]()
+_UNMEASURED = pytest.StashKey[dict[str, Unmeasured]]()  # benchmark id -> why it has no timing
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -45,6 +49,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except ZvperfError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[_SESSION] = BenchSession(options, EngineCache(options))
+    config.stash[_UNMEASURED] = {}
     # The gate compares raw rounds; have pytest-benchmark keep them in its JSON.
     if hasattr(config.option, "benchmark_save_data"):
         config.option.benchmark_save_data = True
@@ -99,18 +104,66 @@ def _config_of(item: pytest.Item) -> Config | None:
     return value if isinstance(value, Config) else None
 
 
+def _position(options: BenchOptions, item: pytest.Item) -> int:
+    """The item's configuration's place in the matrix, -1 for a test that is not a benchmark of it."""
+    config, configs = _config_of(item), list(options.matrix.configs)
+    return configs.index(config) if config in configs else -1
+
+
+def _in_other_shard(options: BenchOptions, item: pytest.Item) -> bool:
+    index, count = options.shard
+    position = _position(options, item)
+    return count > 1 and position >= 0 and position % count != index
+
+
+def _benchmark_id(item: pytest.Item) -> str | None:
+    """``zipvoice_distill-4step-torch-fp32 solver`` for a benchmark of the matrix, None for other tests."""
+    if _config_of(item) is None or not isinstance(item, pytest.Function):
+        return None
+    return benchmark_id(item.callspec.id, item.originalname.removeprefix("test_"))
+
+
+def _record_unmeasured(config: pytest.Config, item: pytest.Item, outcome: str, reason: str) -> None:
+    """Keep the first way a benchmark ended without a timing (a setup skip is not followed by a call)."""
+    name = _benchmark_id(item)
+    if name is not None:
+        config.stash[_UNMEASURED].setdefault(name, Unmeasured(outcome, reason.strip()))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A benchmark that skipped, failed (a backend that disagrees with torch) or errored: its id and the message,
+    for the results JSON, so that the gate can say why a configuration has no result."""
+    report = yield
+    if report.skipped and isinstance(report.longrepr, tuple):
+        _record_unmeasured(item.config, item, SKIPPED, report.longrepr[2].removeprefix("Skipped: "))
+    elif report.failed:
+        message = call.excinfo.exconly().removeprefix("Failed: ") if call.excinfo else report.longreprtext
+        lines = message.strip().splitlines() or ["no message"]
+        _record_unmeasured(item.config, item, FAILED if report.when == "call" else ERROR, lines[0])
+    return report
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    """Benchmarks left out by -k/-m: recorded, as the gate counts a baseline entry without a result as missing.
+    Another shard's configurations are not this process's to report."""
+    for item in items:
+        options = _session(item.config).options
+        if not _in_other_shard(options, item):
+            keyword, marks = item.config.option.keyword, item.config.option.markexpr
+            selection = " ".join(f"{flag} {value!r}" for flag, value in (("-k", keyword), ("-m", marks)) if value)
+            _record_unmeasured(item.config, item, DESELECTED, f"deselected by this run's selection ({selection})")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Group benchmarks by configuration (each is then built once), in matrix order, keeping other tests in
     place; with --zv-shard I/N keep only the configurations of this shard."""
     options = _session(config).options
-    order = {c: i for i, c in enumerate(options.matrix.configs)}
-    position_of = {id(item): order.get(_config_of(item), -1) for item in items}  # type: ignore[arg-type]
-    index, count = options.shard
-    if count > 1:
-        other = [item for item in items if position_of[id(item)] >= 0 and position_of[id(item)] % count != index]
-        if other:
-            config.hook.pytest_deselected(items=other)
-            items[:] = [item for item in items if item not in other]
+    position_of = {id(item): _position(options, item) for item in items}
+    other = [item for item in items if _in_other_shard(options, item)]
+    if other:
+        config.hook.pytest_deselected(items=other)
+        items[:] = [item for item in items if item not in other]
     positions = [i for i, item in enumerate(items) if position_of[id(item)] >= 0]
     grouped = sorted((items[i] for i in positions), key=lambda item: position_of[id(item)])
     for position, item in zip(positions, grouped, strict=True):
@@ -137,23 +190,48 @@ def pytest_sessionfinish(session: pytest.Session) -> Any:
     if gate is not None and gate.active:
         _run_gate(session, gate)
     yield
+    path = config.getoption("benchmark_json", None)
+    if path is not None and bench is not None and not bench.benchmarks and _unmeasured(config):
+        _write_untimed_json(config, path)
+
+
+def _unmeasured(config: pytest.Config) -> dict[str, Unmeasured]:
+    """The benchmarks this run collected and did not time, and why."""
+    measured = {r.id for r in config.stash.get(_RESULTS, [])}
+    return {name: u for name, u in config.stash.get(_UNMEASURED, {}).items() if name not in measured}
+
+
+def _write_untimed_json(config: pytest.Config, path: Any) -> None:
+    """pytest-benchmark writes no JSON when nothing was timed; a run whose every benchmark skipped or failed still
+    writes one, through pytest-benchmark's own hooks, holding the reasons (and replacing an older file that the
+    gate would otherwise read as this run's)."""
+    machine_info = config.hook.pytest_benchmark_generate_machine_info(config=config)
+    config.hook.pytest_benchmark_update_machine_info(config=config, machine_info=machine_info)
+    commit_info = config.hook.pytest_benchmark_generate_commit_info(config=config)
+    output = config.hook.pytest_benchmark_generate_json(
+        config=config, benchmarks=[], include_data=True, machine_info=machine_info, commit_info=commit_info
+    )
+    config.hook.pytest_benchmark_update_json(config=config, benchmarks=[], output_json=output)
+    write_atomic(path, json.dumps(output, indent=4) + "\n")
 
 
 def _run_gate(session: pytest.Session, gate: GateRun) -> None:
     config = session.config
-    results = config.stash.get(_RESULTS, [])
-    if not results:
+    results, unmeasured = config.stash.get(_RESULTS, []), _unmeasured(config)
+    if not results and not unmeasured:
         config.stash[_GATE_LINES] = ["zvperf gate: no benchmark results to compare or store (--benchmark-only?)"]
         return
-    lines, failed = gate.finish(session_results(config, results, _session(config).options.device))
+    lines, failed = gate.finish(session_results(config, results, _session(config).options.device, unmeasured))
     config.stash[_GATE_LINES] = lines
-    if failed and session.exitstatus == pytest.ExitCode.OK:
+    if failed and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
     session = _session(config)
-    machine_info["zvperf"] = {**machine_summary(session.options.device), "gemm": dict(session.gemm)}
+    machine_info["zvperf"] = machine_summary(session.options.device)
+    machine_info["zvperf"]["onnxruntime_providers"] = onnxruntime_providers()
+    machine_info["zvperf"]["gemm"] = dict(session.gemm)
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:
@@ -169,6 +247,7 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_
         "weights": sorted({r.facts.weights for r in results}),
         "injected_slowdown": options.slowdown,
         "flags": {r.id: list(r.flags) for r in results if r.flags},
+        "unmeasured": {name: dataclasses.asdict(u) for name, u in _unmeasured(config).items()},
     }
 
 

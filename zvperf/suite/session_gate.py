@@ -16,8 +16,11 @@ import pytest
 from zvperf.errors import ZvperfError
 from zvperf.gate import baselines, judge
 from zvperf.gate.config import GateConfig, load_config
-from zvperf.results.schema import RESULTS_FORMAT, Result, ResultsFile
+from zvperf.gate.confirm import MIN_PROCESSES
+from zvperf.results.schema import RESULTS_FORMAT, Result, ResultsFile, Unmeasured
+from zvperf.suite.confirm import confirm_report
 from zvperf.suite.machine import hardware_key, machine_summary
+from zvperf.suite.options import measurement_args
 
 
 @dataclasses.dataclass
@@ -26,6 +29,12 @@ class GateRun:
     update: bool
     directory: Path
     config: GateConfig
+    require_baseline: bool = False
+    confirm: bool = False  # --zv-confirm: settle failed and inconclusive verdicts A/B against the base commit
+    base_checkout: Path = Path(".zvperf-base")
+    processes: int = MIN_PROCESSES
+    rerun_args: list[str] = dataclasses.field(default_factory=list)  # what the A/B processes measure
+    head_args: list[str] = dataclasses.field(default_factory=list)  # the head's alone: an injected slowdown
 
     @property
     def active(self) -> bool:
@@ -34,7 +43,21 @@ class GateRun:
     @classmethod
     def from_config(cls, config: pytest.Config, device: str) -> GateRun:
         directory = Path(config.getoption("zv_baselines_dir")).resolve()
-        run = cls(config.getoption("zv_gate"), config.getoption("zv_update_baseline"), directory, GateConfig())
+        slowdown = config.getoption("zv_inject_slowdown")
+        run = cls(
+            config.getoption("zv_gate"),
+            config.getoption("zv_update_baseline"),
+            directory,
+            GateConfig(),
+            config.getoption("zv_require_baseline"),
+            config.getoption("zv_confirm"),
+            Path(config.getoption("zv_base_checkout")).resolve(),
+            config.getoption("zv_confirm_processes"),
+            measurement_args(config),
+            [f"--zv-inject-slowdown={slowdown}"] if slowdown else [],
+        )
+        if run.confirm and not run.gate:
+            raise ZvperfError("--zv-confirm confirms the gate's verdicts: it needs --zv-gate.")
         if run.gate:
             run.config = load_config(config.getoption("zv_gate_config"), directory)
         if run.active:
@@ -48,7 +71,9 @@ class GateRun:
         failed = False
         try:
             if self.gate:
-                report = judge.compare(results, self.directory, self.config)
+                report = judge.compare(results, self.directory, self.config, self.require_baseline)
+                if self.confirm:
+                    report = confirm_report(report, self.base_checkout, self.rerun_args, self.processes, self.head_args)
                 lines += report.lines()
                 failed = report.failed
             if self.update:
@@ -59,8 +84,11 @@ class GateRun:
         return lines, failed
 
 
-def session_results(config: pytest.Config, results: list[Result], device: str) -> ResultsFile:
-    """This session's results with the machine and commit facts pytest-benchmark will write to its JSON."""
+def session_results(
+    config: pytest.Config, results: list[Result], device: str, unmeasured: dict[str, Unmeasured]
+) -> ResultsFile:
+    """This session's results (and its benchmarks without one) with the machine and commit facts pytest-benchmark
+    will write to its JSON."""
     return ResultsFile(
         path=Path("this pytest run"),
         machine_info={"zvperf": machine_summary(device)},
@@ -68,4 +96,5 @@ def session_results(config: pytest.Config, results: list[Result], device: str) -
         datetime=datetime.now(timezone.utc).isoformat(),
         results=results,
         format=RESULTS_FORMAT,
+        unmeasured=unmeasured,
     )

@@ -1,0 +1,321 @@
+"""The gate's hardening on saved results: nothing unjudged passes, the base's baselines win, exact and adjusted
+p-values, CPU hardware keys, and the Markdown and JSON reports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.gate_data import KEY, bench, spread_rounds, write_results
+from zvperf.cli import main
+from zvperf.gate import baselines, judge, stats
+from zvperf.gate.config import GateConfig, load_config
+from zvperf.gate.formats import markdown
+from zvperf.results.schema import ResultsFile, load_results
+from zvperf.suite.machine import cpu_identity, hardware_key, parse_cpuinfo
+
+A, B, C = "zipvoice_distill-4step-torch-fp32", "zipvoice_distill-2step-torch-fp32", "zipvoice_distill-4step-trt-fp16"
+
+
+def with_unmeasured(results: ResultsFile, unmeasured: dict[str, dict[str, str]], timed: bool = True) -> ResultsFile:
+    """The same file with benchmarks the run recorded as not timed (results format 3's zvperf.unmeasured), and
+    without its timed ones unless ``timed``."""
+    document = json.loads(results.path.read_text())
+    document["zvperf"] = {"format": 3, "unmeasured": unmeasured}
+    document["benchmarks"] = document["benchmarks"] if timed else []
+    results.path.write_text(json.dumps(document))
+    return load_results(results.path)
+
+
+@pytest.fixture
+def stored(tmp_path: Path) -> Path:
+    """A baseline folder holding three solver benchmarks of KEY."""
+    directory = tmp_path / "bl"
+    rounds = [bench(name, spread_rounds(0.1)) for name in (A, B, C)]
+    baselines.update(directory, write_results(tmp_path / "old.json", rounds))
+    return directory
+
+
+def test_a_baseline_entry_without_a_result_is_missing_and_fails_with_the_reason_the_run_recorded(
+    tmp_path: Path, stored: Path
+):
+    results = write_results(tmp_path / "new.json", [bench(A, spread_rounds(0.1))])
+    results = with_unmeasured(results, {f"{B} solver": {"outcome": "skipped", "reason": "out of memory building"}})
+    report = judge.compare(results, stored, GateConfig())
+    assert report.failed
+    statuses = {v.id: (v.status, v.reason) for v in report.verdicts}
+    assert statuses[f"{A} solver"][0] == judge.PASS
+    assert statuses[f"{B} solver"] == (
+        judge.MISSING,
+        "in the baseline but not measured: skipped: out of memory building",
+    )
+    assert statuses[f"{C} solver"] == (
+        judge.MISSING,
+        "in the baseline but not measured: no result, and the run recorded no reason (not in its matrix?)",
+    )
+    assert report.lines()[-1] == (
+        "gate FAILED: judged 1 of 3 configurations (0 slower, 0 improved, 1 passed); not judged: 2 missing"
+    )
+    assert f"MISSING       {B} solver on {KEY}: in the baseline but not measured: skipped" in "\n".join(report.lines())
+
+
+def test_gate_toml_can_expect_a_configuration_to_be_absent_on_a_hardware_key(tmp_path: Path, stored: Path):
+    (stored / "gate.toml").write_text(
+        '[[expected_absent]]\nhardware = "cpu-*"\nbenchmarks = ["*-trt-* *", "nothing-else *"]\n'
+        'reason = "no TensorRT on a CPU"\n'
+    )
+    config = load_config(None, stored)
+    results = write_results(tmp_path / "new.json", [bench(A, spread_rounds(0.1)), bench(B, spread_rounds(0.1))])
+    results = with_unmeasured(results, {f"{C} solver": {"outcome": "skipped", "reason": "no CUDA device"}})
+    report = judge.compare(results, stored, config)
+    assert not report.failed
+    absent = report.verdicts[-1]
+    assert (absent.status, absent.reason) == (
+        judge.ABSENT,
+        "expected on cpu-* (no TensorRT on a CPU); the run said skipped: no CUDA device",
+    )
+    assert report.summary() == (
+        "gate passed: judged 2 of 3 configurations (0 slower, 0 improved, 2 passed); not judged: 1 absent as expected"
+    )
+    assert config.absence("nvidia-h100", f"{C} solver") is None  # another key: expected nowhere else
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[[expected_absent]]\nhardware = 'x'\nbenchmarks = 'y'\nreason = 'z'", 'with hardware = "..."'),
+        ("[[expected_absent]]\nhardware = 'x'\nbenchmarks = ['y']\nreason = ''", 'with hardware = "..."'),
+        ("[[expected_absent]]\nhardware = 'x'\nbenchmarks = ['y']\nreason = 'z'\nwhy = 1", "unknown key 'why'"),
+        ("expected_absent = 3", "'expected_absent' must be tables like [[expected_absent]]"),
+    ],
+)
+def test_bad_expected_absent_entries_are_named(tmp_path: Path, text: str, problem: str):
+    (tmp_path / "gate.toml").write_text(text)
+    with pytest.raises(Exception, match=problem.replace("[", r"\[").replace(".", r"\.")) as error:
+        load_config(None, tmp_path)
+    assert str(error.value).startswith(f"gate config {tmp_path / 'gate.toml'}")
+
+
+def test_errored_and_unverified_benchmarks_fail_with_or_without_a_baseline(tmp_path: Path, stored: Path):
+    results = write_results(tmp_path / "new.json", [bench(A, spread_rounds(0.1)), bench(C, spread_rounds(0.1))])
+    unverified = "zipvoice_distill-8step-ort-cpu-fp32 solver"  # no baseline: still a failure
+    results = with_unmeasured(
+        results,
+        {
+            f"{B} solver": {
+                "outcome": "failed",
+                "reason": "ort-cpu fp32 differs from torch fp32 by 0.31 (limit 1e-3)",
+            },
+            unverified: {"outcome": "error", "reason": "RuntimeError: the cold-start process failed"},
+            "zipvoice-16step-torch-fp32 solver": {"outcome": "deselected", "reason": "-k distill"},  # nothing to judge
+        },
+    )
+    report = judge.compare(results, stored, GateConfig())
+    errored = [v for v in report.verdicts if v.status == judge.ERRORED]
+    assert [v.id for v in errored] == [f"{B} solver", unverified]
+    assert errored[0].lines() == [
+        f"ERROR         {B} solver on {KEY}: failed: ort-cpu fp32 differs from torch fp32 by 0.31 (limit 1e-3)"
+    ]
+    assert report.failed and len(report.verdicts) == 4
+    assert report.summary().endswith("not judged: 2 errored")
+
+
+def test_require_baseline_fails_without_a_baseline_file_or_without_any_judgement(tmp_path: Path, stored: Path):
+    results = write_results(tmp_path / "new.json", [bench(A, spread_rounds(0.1))], key="nvidia-h100")
+    assert not judge.compare(results, stored, GateConfig()).failed  # as before: a warning only
+    report = judge.compare(results, stored, GateConfig(), require_baseline=True)
+    assert report.failed and report.summary().startswith(
+        f"gate FAILED (no baseline file {stored / 'nvidia-h100.json'}, required by --require-baseline): judged 0 of 1"
+    )
+    skipped = write_results(tmp_path / "none.json", [bench(A, spread_rounds(0.1))], key="nvidia-h100")
+    skipped = with_unmeasured(skipped, {f"{A} solver": {"outcome": "skipped", "reason": "no CUDA"}}, timed=False)
+    assert not skipped.results and not judge.compare(skipped, stored, GateConfig()).failed
+    only_new = write_results(tmp_path / "new2.json", [bench("brand-new-1step", spread_rounds(0.1))])
+    report = judge.compare(only_new, stored, GateConfig(), require_baseline=True)
+    assert "nothing was judged, and --require-baseline asks for a judgement" in report.problems
+    out = tmp_path / "out"
+    assert main(["compare", str(results.path), "--baselines-dir", str(stored), "--require-baseline"]) == 1
+    assert main(["compare", str(skipped.path), "--baselines-dir", str(out), "--require-baseline"]) == 1
+
+
+def test_the_base_commits_baselines_and_gate_config_are_used_and_the_heads_edits_named(tmp_path: Path, capsys):
+    """The GPU workflow passes --baselines-dir at a checkout of the base commit: a change that loosens gate.toml or
+    rewrites its baseline is judged against the base's copies, and the report says its edits were ignored."""
+    base, head = tmp_path / "base" / "baselines", tmp_path / "head" / "baselines"
+    baselines.update(base, write_results(tmp_path / "old.json", [bench(A, spread_rounds(0.1))]))
+    (base / "gate.toml").write_text("threshold = 0.10\n")
+    shutil.copytree(base, head)
+    (head / "gate.toml").write_text("threshold = 5.0  # the change loosens its own gate\n")
+    slow = write_results(tmp_path / "slow.json", [bench(A, spread_rounds(0.13))])
+    baselines.update(head, slow)  # ... and makes its slowdown the baseline
+    args = ["compare", str(slow.path), "--baselines-dir", str(base), "--head-baselines-dir", str(head)]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert f"FAIL          {A} solver: median 130.0 ms vs baseline 100.0 ms (+30.0%" in out
+    assert (
+        f"warning: this change edits {head / f'{KEY}.json'}, {head / 'gate.toml'}: ignored, the gate judges "
+        f"against the base commit's copies in {base}"
+    ) in out
+    assert f"(settings from {base / 'gate.toml'})" in out
+    assert main([*args[:4], "--head-baselines-dir", str(base)]) == 1  # the same folder: nothing to say
+    assert "this change edits" not in capsys.readouterr().out
+
+
+def test_exact_p_values_for_10_against_30_rounds_and_the_method_is_named(tmp_path: Path):
+    old = [0.100 + 0.001 * i for i in range(30)]
+    new = [0.1255 + 0.001 * i for i in range(10)]  # 4 + 3 + 2 + 1 pairs where an old round is the slower
+    test = stats.mann_whitney(new, old, slower=True)
+    assert test.method == stats.EXACT
+    # Exact: checked against scipy's exact distribution, and unlike the normal approximation scipy picks by default
+    # once both samples have more than 8 rounds.
+    from scipy.stats import mannwhitneyu
+
+    assert test.p == mannwhitneyu(new, old, alternative="greater", method="exact").pvalue
+    assert test.p != pytest.approx(mannwhitneyu(new, old, alternative="greater").pvalue, rel=0.05)
+    separated = stats.mann_whitney([0.2 + 0.001 * i for i in range(10)], old, slower=True)
+    assert separated.p == pytest.approx(1 / 847660528)  # 1 / C(40, 10): only one split is this extreme
+    tied = stats.mann_whitney([0.1, 0.1, 0.2, 0.2, 0.3], [0.1, 0.2, 0.2, 0.3, 0.3], slower=False)
+    assert tied.method == stats.PERMUTATION_EXACT
+    big = stats.mann_whitney([float(i) for i in range(200)], [i + 0.5 for i in range(200)], slower=True)
+    assert big.method == stats.NORMAL
+    report = judge.compare(
+        write_results(tmp_path / "new.json", [bench(A, new)]),
+        _stored_with(tmp_path, [bench(A, old)]),
+        GateConfig(),
+    )
+    (verdict,) = report.verdicts
+    assert verdict.method == "exact" and verdict.rounds == (10, 30)
+    assert f"{judge.p_text(test.p)} exact, {judge.p_text(test.p, 'p_adj')}, n=10/30" in verdict.message
+
+
+def _stored_with(tmp_path: Path, rounds: list[dict]) -> Path:
+    directory = tmp_path / "stored"
+    tmp_path.mkdir(exist_ok=True)
+    baselines.update(directory, write_results(tmp_path / "stored.json", rounds))
+    return directory
+
+
+def test_benjamini_hochberg_adjusts_every_p_value_of_a_run_and_the_threshold_still_applies(tmp_path: Path):
+    assert stats.benjamini_hochberg([0.01, 0.02, 0.03, 0.2, 0.001]) == pytest.approx(
+        [0.025, 0.02 * 5 / 3, 0.0375, 0.2, 0.005]
+    )
+    # Five benchmarks 20% slower, each with p = 7/3432 = 0.002 exact: alone or adjusted over five they fail ...
+    old = [2.95, 2.98, 3.00, 3.02, 3.05, 3.08, 3.34]
+    new = [3.31, 3.32, 3.33, 3.61, 3.62, 3.63, 3.64]
+    names = [f"m{i}-1step" for i in range(5)]
+    stored = _stored_with(tmp_path, [bench(n, old) for n in names] + [bench(f"same{i}", old) for i in range(20)])
+    run = [bench(n, new) for n in names] + [bench(f"same{i}", old[::-1]) for i in range(20)]
+    report = judge.compare(write_results(tmp_path / "run.json", run), stored, GateConfig())
+    slower = [v for v in report.verdicts if v.id.startswith("m")]
+    assert all(v.p == pytest.approx(7 / 3432) for v in slower)
+    # ... but among 25 tests (20 unchanged) their adjusted p is 25/5 times larger: above alpha 0.01.
+    assert all(v.p_adjusted == pytest.approx(7 / 3432 * 25 / 5) for v in slower)
+    assert {(v.status, v.reason) for v in slower} == {
+        (judge.INCONCLUSIVE, "slower than the 10% threshold but not significant (alpha 0.01)")
+    }
+    assert {v.status for v in report.verdicts[5:]} == {judge.PASS}
+    loose = _stored_with(tmp_path / "loose", [bench(n, old) for n in names])
+    tighter = judge.compare(write_results(tmp_path / "few.json", [bench(n, new) for n in names]), loose, GateConfig())
+    assert [v.p_adjusted for v in tighter.verdicts] == pytest.approx([7 / 3432] * 5)
+    assert {v.status for v in tighter.verdicts} == {judge.FAIL}
+
+
+def test_markdown_and_json_reports(tmp_path: Path, stored: Path, capsys):
+    telemetry = {
+        "gpu": {
+            "available": True,
+            "sm_clock_mhz_median": 1980.0,
+            "temperature_c_max": 61.0,
+            "throttled": False,
+            "clock_event_reasons": [],
+        }
+    }
+    results = write_results(tmp_path / "new.json", [bench(A, spread_rounds(0.125), telemetry=telemetry)])
+    results = with_unmeasured(results, {f"{B} solver": {"outcome": "skipped", "reason": "a | in the reason"}})
+    assert main(["compare", str(results.path), "--baselines-dir", str(stored), "--format", "md"]) == 1
+    md = capsys.readouterr().out
+    lines = md.splitlines()
+    assert lines[0] == f"### zvperf gate on `{KEY}`: FAILED"
+    assert lines[2].startswith("gate FAILED: judged 1 of 3 configurations (1 slower, 0 improved, 0 passed)")
+    header = "| benchmark | median | reference | change | p (method) | p adjusted | n | verdict | "
+    assert header + "GPU clock, temperature, throttling |" in lines
+    row = next(line for line in lines if line.startswith(f"| `{A} solver`"))
+    cells = [c.strip() for c in row.strip("|").split(" | ")]
+    assert cells[1:4] == ["125.0 ms", "100.0 ms (baseline)", "+25.0%"]
+    assert cells[4].endswith("(exact)") and cells[6] == "7/7" and cells[7] == "**FAIL**"
+    assert cells[8] == "1980 MHz, 61 C, not throttled"
+    assert "#### Missing, errored and skipped configurations" in lines
+    assert f"| `{B} solver` | MISSING | in the baseline but not measured: skipped: a \\| in the reason |" in lines
+    assert f"| `{C} solver` | MISSING |" in md
+    assert main(["compare", str(results.path), "--baselines-dir", str(stored), "--format", "json"]) == 1
+    document = json.loads(capsys.readouterr().out)
+    assert document["failed"] and document["judged"] == 1 and document["hardware_key"] == KEY
+    first = document["verdicts"][0]
+    assert first["status"] == "fail" and first["method"] == "exact" and first["failing"]
+    assert first["p_adjusted"] == pytest.approx(first["p"]) and first["rounds"] == [7, 7]
+    assert markdown(judge.compare(results, stored, GateConfig())) == md
+
+
+CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 17
+model name\t: AMD EPYC
+flags\t\t: fpu sse sse2 avx avx2 fma smep {extra}
+
+processor\t: 1
+vendor_id\t: AuthenticAMD
+"""
+AVX512 = "avx512f avx512bw avx512vl avx512dq avx512cd"
+
+
+def test_cpu_hardware_keys_tell_isa_levels_and_generic_names_apart():
+    avx2 = parse_cpuinfo(CPUINFO.format(extra=""), 2)
+    avx512 = parse_cpuinfo(CPUINFO.format(extra=AVX512), 2)
+    assert avx2.key == "cpu-amd-epyc-f25m17-avx2-2c"
+    assert avx512.key == "cpu-amd-epyc-f25m17-avx512-2c"  # the only difference: AVX-512
+    assert parse_cpuinfo(CPUINFO.format(extra=f"{AVX512} avx512_bf16"), 2).isa == "avx512-bf16"
+    assert parse_cpuinfo(CPUINFO.format(extra=f"{AVX512} avx512_bf16 amx_tile amx_bf16"), 2).isa == "amx"
+    assert parse_cpuinfo(CPUINFO.format(extra="").replace("avx2 fma", ""), 8).key == "cpu-amd-epyc-f25m17-baseline-8c"
+    named = CPUINFO.replace("AMD EPYC", "AMD EPYC 9654 96-Core Processor").format(extra=AVX512)
+    assert parse_cpuinfo(named, 4).key == "cpu-amd-epyc-9654-avx512-4c"  # a model number: no family needed
+    intel = CPUINFO.replace("AuthenticAMD", "GenuineIntel").replace("AMD EPYC", "Common KVM processor")
+    assert parse_cpuinfo(intel.format(extra=""), 2).key == "cpu-intel-common-kvm-processor-f25m17-avx2-2c"
+    assert avx2.isa_flags == ["avx", "avx2", "fma", "sse", "sse2"]  # not smep: a vector-free flag
+    # This machine: the same key every time, and the one its results are filed under.
+    assert cpu_identity() == cpu_identity() and hardware_key("cpu") == cpu_identity().key
+
+
+def test_a_baseline_whose_key_matches_but_whose_cpu_flags_differ_is_warned_about(tmp_path: Path):
+    old = write_results(tmp_path / "old.json", [bench(A, spread_rounds(0.1))])
+    document = json.loads(old.path.read_text())
+    document["machine_info"]["zvperf"]["cpu_flags"] = ["avx", "avx2", "fma"]
+    old.path.write_text(json.dumps(document))
+    baselines.update(tmp_path / "bl", load_results(old.path))
+    assert json.loads((tmp_path / "bl" / f"{KEY}.json").read_text())["machine"]["cpu_flags"] == ["avx", "avx2", "fma"]
+    document["machine_info"]["zvperf"]["cpu_flags"] = ["avx", "avx2", "avx512f", "fma"]
+    old.path.write_text(json.dumps(document))
+    report = judge.compare(load_results(old.path), tmp_path / "bl", GateConfig())
+    assert report.warnings == [
+        "this CPU's flags differ from the baseline machine's (+avx512f): same key, other hardware?"
+    ]
+    document["machine_info"]["zvperf"]["cpu_flags"] = ["avx", "avx2", "fma"]
+    old.path.write_text(json.dumps(document))
+    assert judge.compare(load_results(old.path), tmp_path / "bl", GateConfig()).warnings == []
+
+
+def test_the_committed_cpu_baseline_is_filed_under_the_key_of_its_avx2_machine():
+    """Measured on an AVX2-only AMD EPYC (family 25, model 1: Zen 3) with 2 vCPUs; the reports of the same commit
+    recorded that machine's CPUID through pytest-benchmark's machine_info."""
+    path = Path(__file__).parents[1] / "baselines" / "cpu-amd-epyc-f25m1-avx2-2c.json"
+    stored = baselines.read(path)
+    assert stored is not None and stored.hardware_key == path.stem
+    assert stored.machine["cpu_isa"] == "avx2" and "avx512f" not in stored.machine["cpu_flags"]
+    guide = json.loads((path.parents[1] / "reports" / "cpu" / "guide.json").read_text())
+    cpu = guide["machine_info"]["cpu"]
+    text = CPUINFO.replace("25", str(cpu["family"])).replace("17", str(cpu["model"]))
+    text = text.replace("fpu sse sse2 avx avx2 fma smep {extra}", " ".join(cpu["flags"]))
+    assert parse_cpuinfo(text, cpu["count"]).key == stored.hardware_key

@@ -1,0 +1,130 @@
+"""The prepared GPU check on a machine without a GPU: it stops at the first step that needs one, saying so, and
+its machinery (time limits, reading pytest's output, results, verdicts, report) works."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import CASE_DIRS, CONFORMANCE, DATA
+from zvperf.cli import gpu_check, main
+
+ROOT = Path(__file__).parents[1]
+
+
+def check(tmp_path: Path, budget: float = 300.0) -> gpu_check.Check:
+    args = argparse.Namespace(
+        budget=budget, baselines_dir=ROOT / "baselines", cases=CONFORMANCE, weights="synthetic", rounds=2
+    )
+    return gpu_check.Check(tmp_path / "out", time.monotonic() + budget, args)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_without_a_gpu_it_says_so_and_exits_non_zero_within_a_minute(tmp_path):
+    out = tmp_path / "out"
+    start = time.monotonic()
+    completed = subprocess.run(
+        [sys.executable, "-m", "zvperf", "gpu-check", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert time.monotonic() - start < 60
+    assert completed.returncode == gpu_check.NO_GPU_EXIT
+    assert "[gpu] failed: no CUDA GPU: torch.cuda.is_available() is False" in completed.stdout
+    assert "torch: 2.11" in completed.stdout and "onnxruntime_providers:" in completed.stdout  # versions first
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["exit_status"] == gpu_check.NO_GPU_EXIT
+    assert [(s["name"], s["status"]) for s in summary["steps"]] == [("gpu", "failed")]
+    assert "no CUDA GPU" in (out / "gpu-check.md").read_text()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads process states from /proc (Linux)")
+def test_a_step_past_its_limit_is_stopped_with_everything_it_started(tmp_path, monkeypatch):
+    """A hanging build (here a child that started a grandchild) is one timed-out step; nothing of it lives on."""
+    monkeypatch.setattr(gpu_check, "MIN_STEP_S", 0.1)
+    grandchild = tmp_path / "grandchild.pid"
+    code = (
+        "import subprocess, sys\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        f"open({str(grandchild)!r}, 'w').write(str(p.pid))\n"
+        "p.wait()\n"
+    )
+    runner = check(tmp_path)
+    step = runner._execute(gpu_check.Step("hang", command=[sys.executable, "-c", code]), limit=3.0)
+    assert step.status == "timed out" and step.detail == "stopped after its limit of 3 s"
+    assert 3.0 <= step.seconds < 30
+    assert not running(int(grandchild.read_text()))
+
+
+def running(pid: int) -> bool:
+    """Whether a process is alive (a killed one may stay a zombie until its new parent reaps it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_steps_beyond_the_budget_are_not_run_and_fail_the_check(tmp_path):
+    runner = check(tmp_path, budget=0)
+    step = runner._execute(gpu_check.Step("late", command=[sys.executable, "-c", "pass"]), runner._time_for(60))
+    assert step.status == "not run" and "time budget was spent" in step.detail
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_a_benchmark_step_reports_what_pytest_skipped_and_why(tmp_path):
+    """The guide step on a CPU machine: every benchmark skips, so the step failed and says why; its JSON records
+    what was not measured and why, for the gate."""
+    runner = check(tmp_path)
+    runner.work = tmp_path
+    results = runner._guide()
+    assert results is not None
+    unmeasured = json.loads(results.read_text())["zvperf"]["unmeasured"]
+    assert unmeasured and {u["outcome"] for u in unmeasured.values()} == {"skipped"}
+    assert all("no CUDA device is available" in u["reason"] for u in unmeasured.values())
+    (step,) = runner.steps
+    assert step.status == "failed"
+    assert "skipped" in step.detail and "no CUDA device is available" in step.detail
+    assert step.tests and set(step.tests.values()) == {"SKIPPED"}
+    assert any(test.startswith("test_solver[zipvoice-16step-torch-fp16") for test in step.tests)
+
+
+def test_results_are_merged_judged_and_reported(tmp_path):
+    runner = check(tmp_path)
+    runner.output.mkdir(parents=True)
+    results = runner._merge([DATA / "report" / "gpu.json"])
+    assert results == runner.output / "results.json"
+    runner._gate(results)
+    runner._report(results)
+    gate, report = runner.steps[1:]
+    assert gate.status == "ok" and "no baseline" in gate.detail
+    assert report.status == "ok" and (runner.output / "report.en.md").is_file()
+    assert runner._finish(time.monotonic(), 0) == 0
+    markdown = (runner.output / "gpu-check.md").read_text()
+    assert "| gate | ok |" in markdown and "report.en.md" in markdown
+
+
+def test_conformance_verdicts_are_read_from_zvperf_conforms_output(capsys):
+    assert main(["conform", str(CASE_DIRS[0])]) == 0
+    found = gpu_check.CONFORM_LINE.findall(capsys.readouterr().out)
+    assert [name for name, *_ in found] == ["text_condition", "fm_velocity", "x1"]
+    assert all(verdict == "ok" for *_, verdict in found)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_every_gpu_backend_and_precision_gets_a_conformance_step(tmp_path):
+    runner = check(tmp_path)
+    runner._conformance()
+    names = [step.name for step in runner.steps]
+    assert len(names) == 15 and "conform ort-trt fp16" in names and "conform compile bf16" in names
+    assert "conform trt bf16" not in names  # what a backend does not have is not asked of it
+    assert all(step.status == "skipped" and "no CUDA device" in step.detail for step in runner.steps)

@@ -1,0 +1,368 @@
+"""``zvperf gpu-check OUTPUT_DIR``: everything that can break on a GPU, tried once, in a few minutes.
+
+It prints the versions and the ONNX Runtime providers found, runs ``zvperf conform`` on the bundled cases
+through every GPU backend in every precision it has, times the solver of zipvoice_distill (4 steps) and
+zipvoice (16 steps) at 1800 frames through every backend with few rounds, and the guide matrix for torch
+fp16, and writes the merged results JSON, the gate's verdicts against ``baselines/`` and an English report
+into OUTPUT_DIR. Every step runs in its own process under a time limit, inside an overall budget, so a
+build that hangs is one failed step, with its reason, and the run still shows everything else that breaks.
+A backend that cannot run here (no onnxruntime-gpu, no tensorrt) is a skipped step that says why.
+
+Exit status: 0 when every step that ran passed, 1 when one failed or ran out of time, 3 when there is no
+CUDA GPU (it stops at the first step that needs one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from zvperf.errors import ZvperfError
+from zvperf.files import write_atomic
+
+NO_GPU_EXIT = 3
+GPU_BACKENDS = ("torch", "compile", "cudagraph", "ort-cuda", "ort-trt", "trt")
+PRECISIONS = ("fp32", "fp16", "bf16")
+FRAMES = 1800
+# zipvoice_distill at 4 steps and zipvoice at 16 (-k keeps those two of the four model x step pairs).
+SOLVER_ROWS = "solver and (zipvoice_distill-4step or zipvoice-16step)"
+# Seconds each step may take at most (less when the budget runs low). The quick backends run first, those
+# that compile or build engines of the full-size model last. The default budget leaves half a minute of
+# 8 minutes for installing.
+BUDGET_S = 450
+CONFORM_PHASE_S = 120  # all conformance processes together
+SUITE_LIMIT_S = {"torch": 75, "cudagraph": 75, "ort-cuda": 75, "compile": 150, "trt": 150, "ort-trt": 150}
+GUIDE_LIMIT_S = 120
+FINISH_S = 30  # kept back for the gate, the report and the summary
+MIN_STEP_S = 5  # a step with less time than this left is not started
+CONFORM_WORKERS = 4  # conformance is correctness, not timing: its processes share the GPU
+CONFORM_LINE = re.compile(r"^\s+(\w+)\s+max error (\S+)\s+tolerance (\S+)\s+(ok|FAIL)", re.M)  # zvperf conform's
+
+
+@dataclasses.dataclass
+class Step:
+    """One step of the check and what became of it."""
+
+    name: str
+    status: str = "not run"  # ok, failed, timed out, skipped, not run
+    seconds: float = 0.0
+    detail: str = ""  # the reason, or what it found
+    command: list[str] = dataclasses.field(default_factory=list)
+    tests: dict[str, str] = dataclasses.field(default_factory=dict)  # pytest id -> PASSED/FAILED/SKIPPED/ERROR
+    output: str = ""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("output", type=Path, metavar="OUTPUT_DIR", help="where the JSON, verdicts and report go")
+    p.add_argument("--budget", type=float, default=BUDGET_S, help=f"seconds for the whole check (default: {BUDGET_S})")
+    p.add_argument("--baselines-dir", type=Path, default=Path("baselines"), help="default: ./baselines")
+    p.add_argument(
+        "--cases",
+        type=Path,
+        default=Path("tests/data/conformance"),
+        help="the conformance case folders (default: the bundled ones, ./tests/data/conformance)",
+    )
+    p.add_argument("--weights", default="auto", help="--zv-weights of the benchmark runs (default: auto)")
+    p.add_argument("--rounds", type=int, default=3, help="timed rounds per solver row (default: 3)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.cases.is_dir():
+        raise ZvperfError(f"--cases {args.cases}: no such folder (run the check from the repository root).")
+    output: Path = args.output
+    output.mkdir(parents=True, exist_ok=True)
+    check = Check(output, time.monotonic() + args.budget, args)
+    return check.run()
+
+
+class Check:
+    def __init__(self, output: Path, deadline: float, args: argparse.Namespace) -> None:
+        self.output = output
+        self.deadline = deadline
+        self.args = args
+        self.steps: list[Step] = []
+        self.environment: dict[str, Any] = {}
+        # IEEE fp32 everywhere, ONNX Runtime's TensorRT provider included (its only switch is this variable).
+        self.env = {**os.environ, "NVIDIA_TF32_OVERRIDE": os.environ.get("NVIDIA_TF32_OVERRIDE", "0")}
+        self.work = Path(tempfile.mkdtemp(prefix="zvperf-gpu-check-"))
+
+    # -- the steps --------------------------------------------------------------------------------------
+    def run(self) -> int:
+        started = time.monotonic()
+        self.environment = environment()
+        for key, value in self.environment.items():
+            self._say(f"{key}: {value}")
+        gpu = self._gpu_step()
+        if gpu.status != "ok":
+            return self._finish(started, NO_GPU_EXIT)
+        self._conformance()
+        parts = [self._suite("torch"), self._suite("cudagraph"), self._suite("ort-cuda"), self._guide()]
+        parts += [self._suite(backend) for backend in ("compile", "trt", "ort-trt")]
+        results = self._merge([p for p in parts if p is not None])
+        if results is not None:
+            self._gate(results)
+            self._report(results)
+        failed = any(step.status in ("failed", "timed out", "not run") for step in self.steps)
+        return self._finish(started, 1 if failed else 0)
+
+    def _gpu_step(self) -> Step:
+        step = self._add(Step("gpu"))
+        gpus = self.environment.get("gpus") or []
+        if not gpus:
+            step.status = "failed"
+            step.detail = (
+                "no CUDA GPU: torch.cuda.is_available() is False "
+                f"({self.environment.get('cuda_unavailable_reason', 'no device')}); nothing that needs one was run"
+            )
+        else:
+            step.status, step.detail = "ok", ", ".join(gpus)
+        self._say(f"[gpu] {step.status}: {step.detail}")
+        return step
+
+    def _conformance(self) -> None:
+        from zvperf.backends import BackendUnavailable, check_runnable, get_backend
+
+        cases = sorted(str(p.resolve()) for p in self.args.cases.iterdir() if p.is_dir())
+        jobs: list[Step] = []
+        for name in GPU_BACKENDS:
+            backend = get_backend(name)
+            for precision in (p for p in PRECISIONS if p in backend.precisions):
+                step = self._add(Step(f"conform {name} {precision}"))
+                try:
+                    check_runnable(backend, "cuda", precision)
+                except BackendUnavailable as reason:
+                    step.status, step.detail = "skipped", str(reason)
+                    self._say(f"[{step.name}] skipped: {reason}")
+                    continue
+                step.command = [sys.executable, "-m", "zvperf", "conform", *cases, "--device", "cuda"]
+                step.command += ["--backend", name, "--precision", precision]
+                jobs.append(step)
+        phase_end = time.monotonic() + self._time_for(CONFORM_PHASE_S)
+        with concurrent.futures.ThreadPoolExecutor(CONFORM_WORKERS) as pool:
+            for step in pool.map(lambda s: self._execute(s, phase_end - time.monotonic()), jobs):
+                if step.status in ("ok", "failed"):
+                    verdicts = re.findall(
+                        r"^\s+(\w+)\s+max error (\S+)\s+tolerance (\S+)\s+(ok|FAIL)", step.output, re.M
+                    )
+                    step.detail = "; ".join(f"{n} {e} (<= {t}) {v}" for n, e, t, v in verdicts) or _last_line(step)
+                self._say(f"[{step.name}] {step.status}: {step.detail}")
+
+    def _suite(self, name: str) -> Path | None:
+        from zvperf.backends import BackendUnavailable, check_runnable, get_backend
+
+        step = self._add(Step(f"suite {name}"))
+        backend = get_backend(name)
+        precisions, reasons = [], []
+        for precision in (p for p in PRECISIONS if p in backend.precisions):
+            try:
+                check_runnable(backend, "cuda", precision)
+                precisions.append(precision)
+            except BackendUnavailable as reason:
+                reasons.append(f"{precision}: {reason}")
+        if not precisions:
+            step.status, step.detail = "skipped", "; ".join(reasons)
+            self._say(f"[{step.name}] skipped: {step.detail}")
+            return None
+        args = ["--zv-models=zipvoice,zipvoice_distill", "--zv-steps=4,16", f"--zv-backends={name}"]
+        args += [f"--zv-precision={','.join(precisions)}", f"--zv-lengths={FRAMES}", f"--zv-rounds={self.args.rounds}"]
+        args += ["--zv-warmup=1", "-k", SOLVER_ROWS]
+        return self._pytest(step, args, SUITE_LIMIT_S[name], reasons)
+
+    def _guide(self) -> Path | None:
+        step = self._add(Step("suite guide torch fp16"))
+        args = ["--zv-matrix=guide", "--zv-backends=torch", "--zv-precision=fp16", "--zv-rounds=5", "--zv-warmup=2"]
+        return self._pytest(step, args, GUIDE_LIMIT_S, [])
+
+    def _pytest(self, step: Step, args: list[str], limit: float, reasons: list[str]) -> Path | None:
+        from zvperf.suite.launcher import pytest_command
+
+        json_path = self.work / f"{step.name.replace(' ', '-')}.json"
+        plugin = [] if _plugin_installed() else ["-p", "zvperf.suite.plugin"]
+        step.command = pytest_command(
+            *plugin, "-p", "no:cacheprovider", "-v", "-rfEs", "--zv-device=cuda", f"--zv-weights={self.args.weights}",
+            f"--benchmark-json={json_path}", *args,
+        )  # fmt: skip
+        self._execute(step, self._time_for(limit))
+        step.tests = dict(re.findall(r"::(test_\w+\[[^\]]+\]) (PASSED|FAILED|SKIPPED|ERROR)", step.output))
+        counts = {v: list(step.tests.values()).count(v) for v in ("PASSED", "FAILED", "ERROR", "SKIPPED")}
+        summary = ", ".join(f"{n} {v.lower()}" for v, n in counts.items() if n)
+        skips = sorted(set(re.findall(r"^SKIPPED \[\d+\] [^:]+:\d+: (.*)$", step.output, re.M)))
+        fails = re.findall(r"^(?:FAILED|ERROR) \S+?::(\S+) - (.*)$", step.output, re.M)
+        details = [summary or "no benchmark ran"] + [f"{t}: {why}" for t, why in fails] + skips + reasons
+        if step.status == "timed out":
+            details.insert(0, step.detail)
+        elif step.status == "ok" and not counts["PASSED"]:
+            step.status = "failed"  # nothing was timed
+        step.detail = "; ".join(details)
+        self._say(f"[{step.name}] {step.status}: {step.detail}")
+        return json_path if json_path.is_file() else None
+
+    def _merge(self, parts: Sequence[Path]) -> Path | None:
+        from zvperf.suite.launcher import merge
+
+        step = self._add(Step("results"))
+        if not parts:
+            step.status, step.detail = "failed", "no benchmark step wrote results"
+            return None
+        merged = merge(parts)
+        for bench in merged["benchmarks"]:
+            bench["extra_info"].pop("shard", None)  # one GPU: the parts are steps, not shards
+        target = self.output / "results.json"
+        write_atomic(target, json.dumps(merged, indent=2) + "\n")
+        step.status, step.detail = "ok", f"{len(merged['benchmarks'])} benchmarks in {target.name}"
+        self._say(f"[results] {step.detail}")
+        return target
+
+    def _gate(self, results: Path) -> None:
+        step = self._add(Step("gate"))
+        step.command = [sys.executable, "-m", "zvperf", "compare", str(results)]
+        step.command += ["--baselines-dir", str(self.args.baselines_dir.resolve())]
+        self._execute(step, self._time_for(FINISH_S, reserve=0), ok_codes=(0, 1))
+        step.detail = step.output.strip()
+        self._say(f"[gate]\n{step.detail}")
+
+    def _report(self, results: Path) -> None:
+        step = self._add(Step("report"))
+        step.command = [sys.executable, "-m", "zvperf", "report", str(results), "--lang", "en"]
+        step.command += ["-o", str(self.output / "report.en.md")]
+        self._execute(step, self._time_for(FINISH_S, reserve=0))
+        step.detail = _last_line(step)
+        self._say(f"[report] {step.status}: {step.detail}")
+
+    # -- running a step -------------------------------------------------------------------------------
+    def _add(self, step: Step) -> Step:
+        self.steps.append(step)
+        return step
+
+    def _time_for(self, limit: float, reserve: float = FINISH_S) -> float:
+        return max(0.0, min(limit, self.deadline - time.monotonic() - reserve))
+
+    def _execute(self, step: Step, limit: float, ok_codes: tuple[int, ...] = (0,)) -> Step:
+        """Run ``step.command`` for at most ``limit`` seconds, in its own process group (all of it is stopped
+        at the limit: a TensorRT build, a compile worker)."""
+        if limit < MIN_STEP_S:
+            step.status, step.detail = "not run", "the check's time budget was spent before this step"
+            return step
+        start = time.monotonic()
+        with tempfile.TemporaryFile(mode="w+") as log:
+            process = subprocess.Popen(
+                step.command, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.work, start_new_session=True
+            )
+            try:
+                code = process.wait(timeout=limit)
+                step.status = "ok" if code in ok_codes else "failed"
+                step.detail = f"exit status {code}"
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                step.status, step.detail = "timed out", f"stopped after its limit of {limit:.0f} s"
+            log.seek(0)
+            step.output = log.read()
+        step.seconds = time.monotonic() - start
+        return step
+
+    # -- what it writes -------------------------------------------------------------------------------
+    def _say(self, line: str) -> None:
+        print(line, flush=True)
+
+    def _finish(self, started: float, code: int) -> int:
+        summary = {
+            "exit_status": code,
+            "seconds": round(time.monotonic() - started, 1),
+            "environment": self.environment,
+            "steps": [
+                {k: v for k, v in dataclasses.asdict(s).items() if k != "output"} | {"seconds": round(s.seconds, 1)}
+                for s in self.steps
+            ],
+        }
+        write_atomic(self.output / "summary.json", json.dumps(summary, indent=2) + "\n")
+        log = "".join(f"===== {s.name}: {' '.join(s.command)}\n{s.output}\n" for s in self.steps if s.command)
+        write_atomic(self.output / "steps.log", log)
+        write_atomic(self.output / "gpu-check.md", render(summary))
+        shutil.rmtree(self.work, ignore_errors=True)  # the steps' own JSON, merged into results.json
+        verdict = {0: "every step that ran passed", 1: "some steps failed", NO_GPU_EXIT: "there is no CUDA GPU here"}
+        self._say(f"zvperf gpu-check: {verdict[code]} (exit {code}); wrote {self.output}/gpu-check.md")
+        return code
+
+
+def render(summary: dict[str, Any]) -> str:
+    """The check's English report: versions and providers, then one line per step."""
+    env = summary["environment"]
+    lines = ["# zvperf GPU check", ""]
+    lines += [f"- {key}: {value}" for key, value in env.items()]
+    lines += ["", "| step | status | seconds | detail |", "| --- | --- | ---: | --- |"]
+    for step in summary["steps"]:
+        detail = step["detail"].replace("|", "/").replace("\n", "<br>")
+        lines.append(f"| {step['name']} | {step['status']} | {step['seconds']} | {detail} |")
+    lines += [
+        "",
+        f"Exit status {summary['exit_status']} after {summary['seconds']} s. Each step's output is in steps.log.",
+    ]
+    ran = {step["name"]: step["status"] for step in summary["steps"]}
+    if ran.get("results") == "ok":
+        lines.append(
+            "The benchmark results are in results.json, the gate's verdicts above, their report in report.en.md."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def environment() -> dict[str, Any]:
+    """Versions, the GPU(s) torch sees, and the ONNX Runtime providers found."""
+    import torch
+
+    from zvperf.suite.machine import software_versions
+    from zvperf.suite.telemetry import load_nvml
+
+    env: dict[str, Any] = {"platform": platform.platform(), **software_versions()}
+    installed = {_normalised(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()}
+    for name in ("onnx", "onnxruntime-gpu", "tensorrt-cu13", "nvidia-ml-py", "typing-extensions", "soundfile"):
+        env[name] = installed.get(name)
+    piper = ("piper-phonemize", "piper-phonemize-cross", "piper-phonemize-fix")
+    env["piper_phonemize"] = next((f"{n} {installed[n]}" for n in piper if n in installed), None)
+    if importlib.util.find_spec("onnxruntime") is not None:
+        import onnxruntime
+
+        env["onnxruntime_providers"] = onnxruntime.get_available_providers()
+    env["CUDA_VISIBLE_DEVICES"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+    env["NVIDIA_TF32_OVERRIDE"] = os.environ.get("NVIDIA_TF32_OVERRIDE", "0 (set by the check)")
+    nvml, reason = load_nvml()
+    env["nvml"] = f"driver {nvml.nvmlSystemGetDriverVersion()}" if nvml is not None else reason
+    if torch.cuda.is_available():
+        env["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    else:
+        env["gpus"] = []
+        env["cuda_unavailable_reason"] = (
+            f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no device; NVML: {env['nvml']}"
+        )
+    return env
+
+
+def _normalised(distribution: str) -> str:
+    """A distribution's name as the package index compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+def _plugin_installed() -> bool:
+    """Whether pytest loads zvperf's plugin by itself (an installed zvperf registers its entry point)."""
+    return any(ep.value == "zvperf.suite.plugin" for ep in importlib.metadata.entry_points(group="pytest11"))
+
+
+def _last_line(step: Step) -> str:
+    lines = [line for line in step.output.splitlines() if line.strip()]
+    return lines[-1] if lines else step.detail

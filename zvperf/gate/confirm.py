@@ -1,0 +1,95 @@
+"""Same-job confirmation (A/B): failed and inconclusive verdicts judged again, head against base, from processes
+of both commits run alternately on this machine in this job.
+
+A stored baseline comes from older processes, often days older: a machine whose speed drifts 10-20% from one
+process to the next (README, *Calibration*), a new driver, a warmer room, all land in the comparison. asv's
+``continuous`` answers this by timing both commits in the same session, interleaving them; this is the same,
+made for zvperf's processes: ``zvperf.suite.confirm`` runs base, head, base, head, ... (at least three of
+each), the rounds of each side are pooled, and the same rule (threshold, Mann-Whitney U, Benjamini-Hochberg
+over the whole report) decides. Only the configurations that failed or were inconclusive are re-run, so the
+cost stays proportional to the doubt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from pytest_benchmark.stats import Stats
+
+from zvperf.gate import baselines, judge
+from zvperf.gate.baselines import Entry
+from zvperf.gate.judge import FAIL, INCONCLUSIVE, GateReport, Verdict
+from zvperf.results.schema import Result, ResultsFile
+
+MIN_PROCESSES = 3  # per side: two processes cannot tell a change from one process's drift
+TO_CONFIRM = (FAIL, INCONCLUSIVE)
+
+
+def to_confirm(report: GateReport) -> list[Verdict]:
+    """The verdicts an A/B run can settle: measured now, compared with a baseline, failed or inconclusive."""
+    return [v for v in report.verdicts if v.status in TO_CONFIRM and v.change is not None]
+
+
+def pytest_name(benchmark_id: str) -> str:
+    """``test_solver[zipvoice_distill-4step-torch-fp32]`` for ``zipvoice_distill-4step-torch-fp32 solver``."""
+    config_id, _, kind = benchmark_id.rpartition(" ")
+    return f"test_{kind}[{config_id}]"
+
+
+def _pooled(results: list[Result]) -> Result:
+    """One result with the rounds of several processes (pytest-benchmark's statistics over all of them); the
+    facts of a throttled one if any, so that throttling still makes the verdict inconclusive."""
+    stats = Stats()
+    for result in results:
+        for duration in result.data:
+            stats.update(duration)
+    facts_from = next((r for r in results if r.throttled), results[0])
+    numbers = {"median": stats.median, "iqr": stats.iqr, "rounds": stats.rounds}
+    return dataclasses.replace(facts_from, stats=numbers, data=list(stats.data))
+
+
+def _side(runs: list[ResultsFile], benchmark_id: str) -> list[tuple[Result, ResultsFile]]:
+    return [(r, run) for run in runs for r in run.results if r.id == benchmark_id]
+
+
+def _why_not(runs: list[ResultsFile], benchmark_id: str, side: str) -> str:
+    reasons = {f"{u.outcome}: {u.reason}" for run in runs if (u := run.unmeasured.get(benchmark_id))}
+    return f"the {side} commit measured no {benchmark_id}" + (f" ({'; '.join(sorted(reasons))})" if reasons else "")
+
+
+def confirmed(
+    report: GateReport, base_runs: list[ResultsFile], head_runs: list[ResultsFile], ids: list[str]
+) -> GateReport:
+    """The report with the verdicts of ``ids`` judged head against base from the A/B runs (the stored baseline's
+    verdict kept, with the reason, where a side measured nothing), every verdict then decided again."""
+    base_commit = next((run.commit for run in base_runs), "unknown")
+    version = next((run.zvperf_machine.get("software", {}).get("zvperf") for run in base_runs), None)
+    how = (
+        f"{len(base_runs)} base ({base_commit[:12]}, zvperf {version}) and {len(head_runs)} head processes "
+        "alternating in this job"
+    )
+    verdicts = []
+    for verdict in report.verdicts:
+        if verdict.id not in ids:
+            verdicts.append(verdict)
+            continue
+        base, head = _side(base_runs, verdict.id), _side(head_runs, verdict.id)
+        if not base or not head:
+            side, runs = ("base", base_runs) if not base else ("head", head_runs)
+            verdict.warnings.append(f"not confirmed: {_why_not(runs, verdict.id, side)}")
+            verdicts.append(verdict)
+            continue
+        entry = Entry.pooled(base)
+        head_result = _pooled([r for r, _ in head])
+        versions = baselines.run_versions(head[0][1])
+        again = judge.judge(head_result, entry, verdict.rule, report.hardware_key, versions)
+        again.reference = f"base {base_commit[:12]}"
+        first = f"{verdict.change:+.1%}" if verdict.change is not None else "n/a"
+        again.confirmed = f"{how}; against the stored baseline it was {verdict.status} ({first})"
+        verdicts.append(again)
+    judge.decide_all(verdicts)
+    return dataclasses.replace(
+        report,
+        verdicts=verdicts,
+        confirmation=f"{len(ids)} failed or inconclusive configuration(s) re-run A/B: {how}, rounds pooled per side",
+    )

@@ -1,0 +1,97 @@
+"""The processes of a same-job confirmation: the base commit's code and the head's, alternately, on the
+configurations in doubt (``zvperf.gate.confirm`` judges them).
+
+The base commit runs without a second install: a checkout of it (the GPU workflow's ``.zvperf-base``) put
+first on PYTHONPATH and used as the working directory, with the head's virtual environment. Python then
+imports ``zvperf`` (and the pytest plugin the ``pytest11`` entry point names, ``zvperf.suite.plugin``) from
+the checkout, while torch, TensorRT and every other package come from the one environment. This holds while
+the base's dependency pins equal the head's; a change to the pins needs a base environment of its own (the
+workflow keys its environments on the pins, so a second one is built once). The base gets a ZVPERF_CACHE
+folder of its own (``confirm-base`` in the head's), so that neither runs the other's exported graphs or
+engines; the head keeps the one its first run filled.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import zvperf
+from zvperf.backends.onnx_export import cache_dir
+from zvperf.errors import ZvperfError
+from zvperf.gate.confirm import MIN_PROCESSES, confirmed, pytest_name, to_confirm
+from zvperf.gate.judge import GateReport
+from zvperf.results.schema import ResultsFile, load_results
+from zvperf.suite.launcher import pytest_command
+
+# pytest exits 1 when a benchmark failed (the base may lack a backend the head has): its JSON still holds the
+# rest; 5 when the selection matched nothing (a configuration the base's matrix does not have).
+_USABLE_EXITS = (0, 1, 5)
+
+
+def _environment(code_root: Path, cache: Path) -> dict[str, str]:
+    path = [str(code_root), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path), "ZVPERF_CACHE": str(cache)}
+
+
+def _run(
+    side: str, code_root: Path, cwd: Path | None, cache: Path, out: Path, args: Sequence[str]
+) -> ResultsFile | None:
+    command = pytest_command("-q", "-p", "no:cacheprovider", f"--benchmark-json={out}", *args)
+    env = _environment(code_root, cache)
+    completed = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    if completed.returncode not in _USABLE_EXITS:
+        tail = (completed.stdout + completed.stderr).strip().splitlines() or ["no output"]
+        code = completed.returncode
+        raise ZvperfError(f"the {side} commit's benchmark process failed (pytest exit {code}): {tail[-1]}")
+    return load_results(out) if out.exists() else None
+
+
+def ab_runs(
+    ids: Sequence[str],
+    base_checkout: Path,
+    pytest_args: Sequence[str],
+    workdir: Path,
+    processes: int = MIN_PROCESSES,
+    head_args: Sequence[str] = (),
+) -> tuple[list[ResultsFile], list[ResultsFile]]:
+    """``processes`` runs of each commit over the benchmarks ``ids`` (and nothing else), base first, then head,
+    alternating; their results files (a run that measured nothing at all is left out)."""
+    if processes < MIN_PROCESSES:
+        raise ZvperfError(f"a confirmation needs at least {MIN_PROCESSES} processes per side, not {processes}.")
+    base = base_checkout.resolve()
+    if not (base / "zvperf" / "__init__.py").is_file():
+        raise ZvperfError(f"--base-checkout {base_checkout}: no zvperf package there (a checkout of the base commit?).")
+    head = Path(zvperf.__file__).resolve().parents[1]  # the code this process runs: the head's
+    selection = ["-k", " or ".join(pytest_name(name) for name in ids)]  # after the caller's: the last -k wins
+    root = cache_dir()
+    runs: dict[str, list[ResultsFile]] = {"base": [], "head": []}
+    # (side, code first on sys.path, working directory, cache, extra pytest arguments): the base runs from its
+    # checkout, or the head's folder, first on sys.path as the working directory, would shadow it.
+    sides = (("base", base, base, root / "confirm-base", ()), ("head", head, None, root, tuple(head_args)))
+    for index in range(1, processes + 1):
+        for side, code, cwd, cache, extra in sides:
+            out = workdir / f"{side}-{index}.json"
+            measured = _run(side, code, cwd, cache, out, [*pytest_args, *selection, *extra])
+            if measured is not None:
+                runs[side].append(measured)
+    return runs["base"], runs["head"]
+
+
+def confirm_report(
+    report: GateReport,
+    base_checkout: Path,
+    pytest_args: Sequence[str],
+    processes: int = MIN_PROCESSES,
+    head_args: Sequence[str] = (),
+) -> GateReport:
+    """The report with its failed and inconclusive verdicts confirmed A/B (unchanged when there are none)."""
+    ids = [v.id for v in to_confirm(report)]
+    if not ids:
+        return report
+    with tempfile.TemporaryDirectory(prefix="zvperf-confirm-") as workdir:
+        base_runs, head_runs = ab_runs(ids, base_checkout, pytest_args, Path(workdir), processes, head_args)
+    return confirmed(report, base_runs, head_runs, ids)
