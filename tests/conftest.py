@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import CONFORMANCE
+
+# pytester's in-process runs drop the modules first imported inside them, and onnx's native extension cannot be
+# imported a second time in one process: import the optional ONNX packages before any such run does.
+for _name in ("onnx", "onnxruntime"):
+    if importlib.util.find_spec(_name) is not None:
+        importlib.import_module(_name)
 
 
 @pytest.fixture

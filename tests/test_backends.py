@@ -199,16 +199,16 @@ def test_the_fp16_export_is_a_valid_half_precision_graph():
 @pytest.mark.skipif(importlib.util.find_spec("onnx") is None, reason="onnx is not installed")
 def test_the_fp16_export_keeps_softmax_softplus_and_normalisation_in_fp32():
     """Like the eager model (and autocast): the half-precision graph casts up around these operators, which
-    strongly typed TensorRT and ONNX Runtime then run in fp32."""
+    strongly typed TensorRT and ONNX Runtime then run in fp32 (softplus is exported as Exp, Log and Where)."""
     import onnx
 
     model, _ = synthetic_model("zipvoice_distill", config=tiny_config())
     graph = onnx.shape_inference.infer_shapes(onnx.load(str(exported_step(model, False, torch.float16)))).graph
     types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input]}
     types.update({i.name: i.data_type for i in graph.initializer})
-    watched = {"Softmax", "Softplus", "ReduceMean", "Pow", "Sqrt"}
+    watched = {"Softmax", "Exp", "Log", "ReduceMean", "Pow", "Sqrt"}
     inputs = {(node.op_type, types.get(node.input[0])) for node in graph.node if node.op_type in watched}
-    assert {op for op, _ in inputs} >= {"Softmax", "Softplus", "ReduceMean"}
+    assert {op for op, _ in inputs} >= {"Softmax", "Exp", "Log", "ReduceMean"}
     assert all(elem == onnx.TensorProto.FLOAT for _, elem in inputs), inputs
 
 
@@ -256,3 +256,154 @@ def test_compile_runs_compiled_code_at_every_length_or_fails_saying_it_fell_back
         with torch._dynamo.config.patch(recompile_limit=1):
             with pytest.raises(FellBackToEager, match="compile: torch.compile fell back to eager"):
                 solver(*solve_inputs(model, 2, 40), None, 1, 3.0)  # a second graph, past a limit of one
+
+
+@pytest.mark.parametrize(
+    ("precision", "flags"), [("bf16", "avx512_bf16 and amx_bf16"), ("fp16", "avx512_fp16 and amx_fp16")]
+)
+def test_cpu_half_precision_rows_skip_naming_the_missing_cpu_flags(pytester, monkeypatch, tmp_path, precision, flags):
+    """Where the CPU has no native instructions for a half precision, its torch and compile rows skip saying which
+    flags are missing; where it has them, the precision runs."""
+    from zvperf.engine import device
+
+    monkeypatch.setattr(device, "cpu_capabilities", lambda: {"architecture": "x86_64", "avx2": True})
+    for name in ("torch", "compile"):
+        with pytest.raises(BackendUnavailable, match=f"this CPU lacks {flags}"):
+            check_runnable(get_backend(name), "cpu", precision)
+    from tests.helpers import write_official_dir
+
+    root = tmp_path / "weights"
+    write_official_dir(tiny_weights("zipvoice_distill"), root / "zipvoice_distill")
+    pytester.makepyfile(test_benchmarks=(CASE_DIRS[0].parents[2] / "test_benchmarks.py").read_text())
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--benchmark-only", "--zv-device=cpu", f"--zv-weights={root}",
+        "--zv-models=zipvoice_distill", "--zv-steps=1", "--zv-backends=torch", f"--zv-precision={precision}",
+        "--zv-rounds=1", "--zv-warmup=0", "-rs", "-k", "solver",
+    )  # fmt: skip
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines([f"*SKIPPED*this CPU lacks {flags}*"])
+    monkeypatch.setattr(device, "cpu_capabilities", lambda: {"architecture": "x86_64", flags.split()[-1]: True})
+    check_runnable(get_backend("torch"), "cpu", precision)
+
+
+def test_torch_fp32_on_the_cpu_runs_its_linears_through_onednn_within_fp32_rounding():
+    from zvperf.engine.onednn import OneDnnSolver, onednn_available
+
+    if not onednn_available():
+        pytest.skip("this torch has no oneDNN")
+    model, _ = synthetic_model("zipvoice_distill", config=tiny_config())
+    solver = get_backend("torch").prepare(model, "cpu", "fp32")
+    assert isinstance(solver, OneDnnSolver)
+    generator = torch.Generator().manual_seed(0)
+    x0, text, speech = (torch.randn(1, 203, model.feat_dim, generator=generator) for _ in range(3))
+    with torch.inference_mode():
+        expected = model.solve(x0, text, speech, None, 4, 3.0)
+        got = solver(x0, text, speech, None, 4, 3.0)
+    assert solver.mode.packed, "no weight went through oneDNN"
+    assert (got - expected).abs().max() <= 1e-5 * max(1.0, expected.abs().max())
+    assert get_backend("torch").prepare(model, "cpu", "bf16") == model.solve  # bf16 linears already use oneDNN
+
+
+def onnx_or_skip():
+    if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
+        pytest.skip("onnx and onnxruntime are not installed")
+
+
+@pytest.mark.parametrize("guided", [False, True], ids=["single", "cfg"])
+def test_the_unmasked_graph_gives_the_masked_graphs_output_on_unpadded_input(guided):
+    """Unpadded batches run a graph without the padding mask (nothing masked); padded ones keep the masked graph."""
+    onnx_or_skip()
+    import onnx
+    import onnxruntime as ort
+
+    model, _ = synthetic_model("zipvoice" if guided else "zipvoice_distill", config=tiny_config())
+    masked = ort.InferenceSession(str(exported_step(model, guided)), providers=["CPUExecutionProvider"])
+    unmasked_path = exported_step(model, guided, masked=False)
+    unmasked = ort.InferenceSession(str(unmasked_path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in unmasked.get_inputs()] == ["x", "constant", "conditioning", "coefficients"]
+    ops = {node.op_type for node in onnx.load(str(unmasked_path)).graph.node}
+    assert "Softplus" not in ops and {"Exp", "Log", "Where"} <= ops  # ORT's Softplus kernel is the slow one
+    step = DecoderStep(model.fm_decoder, model.feat_dim, guided).eval()
+    for batch, frames in [(1, 37), (2, 203)]:
+        x, constant, _, conditioning, coefficients = example_inputs(model, guided, torch.float32, batch, frames)
+        no_padding = torch.zeros(constant.shape[:2], dtype=torch.bool)
+        (with_mask,) = masked.run(None, dict(zip([i.name for i in masked.get_inputs()], [
+            t.numpy() for t in (x, constant, no_padding, conditioning, coefficients)], strict=True)))  # fmt: skip
+        (without,) = unmasked.run(None, {"x": x.numpy(), "constant": constant.numpy(),
+            "conditioning": conditioning.numpy(), "coefficients": coefficients.numpy()})  # fmt: skip
+        scale = max(1.0, np.abs(with_mask).max())
+        assert np.abs(without - with_mask).max() <= 1e-6 * scale
+        with torch.inference_mode():
+            expected = step(x, constant, None, conditioning, coefficients).numpy()
+        assert np.abs(without - expected).max() <= 1e-5 * scale
+
+
+def test_ort_solves_take_the_unmasked_graph_without_padding_and_the_masked_one_with_it():
+    onnx_or_skip()
+    model, _ = synthetic_model("zipvoice_distill", config=tiny_config())
+    solver = get_backend("ort-cpu").prepare(model, "cpu", "fp32")
+    generator = torch.Generator().manual_seed(0)
+    x0, text, speech = (torch.randn(2, 97, model.feat_dim, generator=generator) for _ in range(3))
+    padding = torch.zeros(2, 97, dtype=torch.bool)
+    padding[1, 80:] = True
+    with torch.inference_mode():
+        for mask in (None, padding):
+            expected = model.solve(x0, text, speech, mask, 2, 3.0)
+            got = solver(x0, text, speech, mask, 2, 3.0)
+            valid = torch.ones_like(expected, dtype=torch.bool) if mask is None else ~mask[..., None].expand_as(got)
+            assert (got - expected)[valid].abs().max() <= 1e-5 * max(1.0, expected.abs().max())
+
+
+def official_style_initialisation(model):
+    """The layers of each decoder stack made identical copies of its first, as the official code initialises a
+    model (a stack is built by copying one layer): the exporter then stores each shared weight once, behind
+    Identity nodes."""
+    for stack in model.fm_decoder.encoders:
+        layers = getattr(stack, "encoder", stack).layers
+        for layer in layers[1:]:
+            layer.load_state_dict(layers[0].state_dict())
+    return model
+
+
+def test_int8_quantises_every_weight_product_of_an_official_style_initialised_model():
+    onnx_or_skip()
+    import onnx
+
+    from zvperf.backends.ort import quantized_step
+    from zvperf.engine.precision import TOLERANCES, relative_error
+
+    model, _ = synthetic_model("zipvoice_distill", config=tiny_config())
+    official_style_initialisation(model)
+    source = onnx.load(str(exported_step(model, False, masked=False)))
+    initializers = {t.name for t in source.graph.initializer}
+    aliases = {n.output[0] for n in source.graph.node if n.op_type == "Identity" and n.input[0] in initializers}
+    assert aliases, "the export deduplicated no weight: the test would not exercise the Identity inlining"
+    weights = initializers | aliases
+    weight_products = [n for n in source.graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights]
+    quantized = onnx.load(str(quantized_step(model, False, masked=False)))
+    ops = [n.op_type for n in quantized.graph.node]
+    assert ops.count("MatMulInteger") == len(weight_products)
+    assert "ConvInteger" not in ops and "Conv" in ops  # depthwise convolutions stay in float
+    solver = get_backend("ort-int8").prepare(model, "cpu", "int8")
+    generator = torch.Generator().manual_seed(0)
+    x0, text, speech = (torch.randn(1, 203, model.feat_dim, generator=generator) for _ in range(3))
+    with torch.inference_mode():
+        error = relative_error(solver(x0, text, speech, None, 4, 3.0), model.solve(x0, text, speech, None, 4, 3.0))
+    assert error <= TOLERANCES["int8"]["x1"]
+
+
+def test_int8_weights_get_7_bits_on_a_cpu_whose_int8_products_saturate(monkeypatch):
+    onnx_or_skip()
+    import onnx
+    from onnx import numpy_helper
+
+    from zvperf.backends import ort as ort_backend
+
+    model, _ = synthetic_model("zipvoice_distill", config=tiny_config())
+    ranges = {}
+    for saturates in (False, True):
+        monkeypatch.setattr(ort_backend, "cpu_int8_saturates", lambda saturates=saturates: saturates)
+        graph = onnx.load(str(ort_backend.quantized_step(model, False, masked=False))).graph
+        weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+        ranges[saturates] = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert ranges[False] == 127 and ranges[True] <= 64

@@ -47,7 +47,9 @@ def test_matrix_presets_expand_to_the_guide_rows():
     steps = ["zipvoice-16step", "zipvoice-8step", "zipvoice-4step"]
     assert [c.id for c in guide.combos[:3]] == [f"{s}-torch-fp32" for s in steps]
     assert [c.id for c in guide.combos[3:6]] == [f"{s}-torch-fp16" for s in steps]
-    assert {c.id.split("step-")[1] for c in guide.combos} == {"torch-fp32", "torch-fp16", "cudagraph-fp16", "trt-fp16"}
+    assert {c.id.split("step-")[1] for c in guide.combos} == {
+        "torch-fp32", "torch-fp16", "torch-bf16", "cudagraph-fp16", "trt-fp16"
+    }  # fmt: skip
     assert {(c.model, c.num_step) for c in guide.combos} == {
         ("zipvoice", 16), ("zipvoice", 8), ("zipvoice", 4),
         ("zipvoice_distill", 8), ("zipvoice_distill", 4), ("zipvoice_distill", 2),
@@ -82,7 +84,7 @@ def test_collection_ids_and_keyword_selection(pytester: pytest.Pytester):
     result.stdout.fnmatch_lines(
         ["*test_solver[[]zipvoice_distill-4step-torch-fp32[]]", "*test_e2e[[]zipvoice_distill-4step-torch-fp32[]]"]
     )
-    result.stdout.fnmatch_lines(["*8/72 tests collected*"])
+    result.stdout.fnmatch_lines(["*10/90 tests collected*"])
     solver = pytester.runpytest("--collect-only", "-q", "--zv-device=cpu", "-k", "solver")
     solver.stdout.fnmatch_lines(["*3/12 tests collected*"])
 
@@ -112,7 +114,7 @@ def test_a_cuda_run_without_cuda_skips_every_benchmark_with_the_reason(pytester:
         pytest.skip("this machine has CUDA")
     pytester.makepyfile(test_benchmarks=BENCHMARKS)
     result = pytester.runpytest("--benchmark-only", "--zv-device=cuda", "-rs", "-k", "distill")
-    result.assert_outcomes(skipped=36)  # the guide matrix's distill rows, the default on CUDA
+    result.assert_outcomes(skipped=45)  # the guide matrix's distill rows, the default on CUDA
     result.stdout.fnmatch_lines(["*SKIPPED*no CUDA device is available*"])
 
 

@@ -90,3 +90,15 @@ def test_concurrent_writers_get_their_own_temporary_files(tmp_path: Path):
         first.write_text("first")
         second.write_text("second")
     assert target.read_text() == "first"  # the outer block finished last: the last rename wins, whole
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_a_file_from_before_format_4_reads_without_efficiency(tmp_path: Path, version: int):
+    document = json.loads((ROOT / "tests/data/report/cpu.json").read_text())
+    document["zvperf"]["format"] = version
+    path = tmp_path / f"format{version}.json"
+    path.write_text(json.dumps(document))
+    results = load_results(path)
+    assert results.format == version and results.gemm_rates == {}
+    solver = next(r for r in results.results if r.kind == "solver")
+    assert (solver.facts.flops, solver.facts.flop_rate, solver.facts.gemm_efficiency) == (None, None, None)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from zvperf.backends.stepping import StepFunction, StepSolver
+from zvperf.engine.device import cpu_half_missing
 from zvperf.engine.models import DecoderStep, ZipVoice
 
 
@@ -52,7 +53,7 @@ class Compiled:
     def unavailable(self, device: str, precision: str) -> str | None:
         if device == "cpu" and shutil.which("g++") is None and shutil.which("c++") is None:
             return "torch.compile on the CPU needs a C++ compiler (none on PATH)"
-        return None
+        return cpu_half_missing(precision) if device == "cpu" else None
 
     def prepare(self, model: ZipVoice, device: str, precision: str) -> CompiledSolver:
         steps: dict[bool, StepFunction] = {}

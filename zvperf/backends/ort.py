@@ -14,7 +14,7 @@ import re
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,16 @@ import torch
 from torch import Tensor
 
 from zvperf.backends import BackendUnavailable
-from zvperf.backends.onnx_export import INPUT_NAMES, OUTPUT_NAME, cache_dir, exported_step, exporter_missing
+from zvperf.backends.onnx_export import (
+    INPUT_NAMES,
+    OUTPUT_NAME,
+    UNMASKED_INPUT_NAMES,
+    cache_dir,
+    exported_step,
+    exporter_missing,
+)
 from zvperf.backends.stepping import StepFunction, StepSolver, built_step_solver, graph_inputs
-from zvperf.engine.device import engine_stream, on_engine_stream, stream_handle
+from zvperf.engine.device import cpu_int8_saturates, engine_stream, on_engine_stream, stream_handle
 from zvperf.engine.models import ZipVoice
 from zvperf.errors import ZvperfError
 from zvperf.files import replacing
@@ -45,6 +52,23 @@ TF32_OVERRIDE = "NVIDIA_TF32_OVERRIDE"
 # priority order (machine_info records them).
 _PROVIDERS_USED: dict[str, list[str]] = {}
 
+# While a profile is taken (zvperf profile): where sessions write their profiles, and the sessions opened so far.
+# ONNX Runtime profiles a session only when asked as it is created.
+_PROFILING: tuple[Path, list[Any]] | None = None
+
+
+@contextlib.contextmanager
+def profiled_sessions(folder: Path) -> Iterator[list[Any]]:
+    """Every session opened in the block profiles its runs into ``folder``; yields the list of those sessions
+    (``session.end_profiling()`` writes a profile and returns its path)."""
+    global _PROFILING
+    sessions: list[Any] = []
+    _PROFILING = (folder, sessions)
+    try:
+        yield sessions
+    finally:
+        _PROFILING = None
+
 
 def _onnxruntime() -> Any:
     import onnxruntime
@@ -52,31 +76,74 @@ def _onnxruntime() -> Any:
     return onnxruntime
 
 
-def quantized_step(model: ZipVoice, guided: bool) -> Path:
-    """The fp32 export with int8 weights (dynamic quantisation: activations quantised per call), cached."""
-    source = exported_step(model, guided)
-    target = source.with_name(source.stem + "-int8.onnx")
-    if not target.is_file():
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+def inline_identity_initializers(graph: Any) -> int:
+    """Make every consumer of ``Identity(initializer)`` read the initializer itself, and drop those Identity nodes;
+    returns how many there were.
 
-        logging.disable(logging.WARNING)  # the quantiser logs a warning for every tensor it leaves in float
+    The exporter stores identical parameters once and feeds the copies through Identity nodes: a checkpoint
+    whose layers are still equal (the official code initialises a stack by copying one layer) has hundreds of
+    them. ONNX Runtime's quantiser quantises only weights that are initializers: it would silently leave every
+    such MatMul in float, and fail outright on a convolution ("Expected ... to be an initializer").
+    """
+    initializers = {tensor.name for tensor in graph.initializer}
+    outputs = {output.name for output in graph.output}
+    alias = {
+        node.output[0]: node.input[0]
+        for node in graph.node
+        if node.op_type == "Identity" and node.input[0] in initializers and node.output[0] not in outputs
+    }
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            if name in alias:
+                node.input[index] = alias[name]
+    kept = [node for node in graph.node if not (node.op_type == "Identity" and node.output[0] in alias)]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return len(alias)
+
+
+def quantized_step(model: ZipVoice, guided: bool, masked: bool = True) -> Path:
+    """The fp32 export with int8 weights (dynamic quantisation: activations quantised per call), cached.
+
+    Only the weight products (MatMul with a constant weight) are quantised, one scale per weight tensor; the
+    depthwise convolutions, the attention's products, the guidance combine and the Euler update stay in float
+    (int8 convolutions were slower than the float ones, and per-channel scales measured no better). On an x86
+    CPU without VNNI the weights get 7 bits (reduce_range): its int8 kernels add pairs of u8 x s8 products
+    into saturating 16-bit sums, which took the full-size model's error from 6e-2 to 0.25.
+    """
+    source = exported_step(model, guided, masked=masked)
+    reduce_range = cpu_int8_saturates()
+    target = source.with_name(source.stem + ("-int8r7.onnx" if reduce_range else "-int8.onnx"))
+    if not target.is_file():
+        import onnx
+
         try:
-            # Only products with a weight matrix are quantised (MatMulConstBOnly): the attention scores and
-            # their weighting of values stay in float, where int8 would distort the softmax. Per-channel
-            # weight scales keep the small output channels of a layer from drowning in its large ones.
+            graph = onnx.load(str(source))
+            inline_identity_initializers(graph.graph)
             with replacing(target) as temporary:
-                quantize_dynamic(
-                    str(source),
-                    str(temporary),
-                    weight_type=QuantType.QInt8,
-                    per_channel=True,
-                    extra_options={"MatMulConstBOnly": True},
-                )
+                quantize_weight_products(graph, temporary, reduce_range)
         except Exception as exc:  # noqa: BLE001 - any quantiser failure becomes the backend's reason
             raise ZvperfError(f"int8 quantisation of {source.name} failed ({type(exc).__name__}: {exc}).") from None
-        finally:
-            logging.disable(logging.NOTSET)
     return target
+
+
+def quantize_weight_products(graph: Any, target: Path, reduce_range: bool) -> None:
+    """Write ``graph`` (an onnx ModelProto) to ``target`` with its weight products in int8 (see quantized_step)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.disable(logging.WARNING)  # the quantiser logs a warning for every tensor it leaves in float
+    try:
+        quantize_dynamic(
+            graph,
+            str(target),
+            op_types_to_quantize=["MatMul"],
+            per_channel=False,
+            reduce_range=reduce_range,
+            weight_type=QuantType.QInt8,
+            extra_options={"MatMulConstBOnly": True},
+        )
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _trt_profile(model: ZipVoice, guided: bool) -> dict[str, str]:
@@ -215,12 +282,12 @@ class OrtBackend:
                 )
         return None
 
-    def graph(self, model: ZipVoice, guided: bool, precision: str) -> Path:
+    def graph(self, model: ZipVoice, guided: bool, precision: str, masked: bool = True) -> Path:
         """The export in the precision asked for (TensorRT 11 builds strongly typed: an fp16 engine needs an
-        fp16 graph), or the fp32 export with int8 weights."""
+        fp16 graph), or the fp32 export with int8 weights; ``masked`` False: the graph for unpadded batches."""
         if precision == "int8":
-            return quantized_step(model, guided)
-        return exported_step(model, guided, torch.float16 if precision == "fp16" else torch.float32)
+            return quantized_step(model, guided, masked)
+        return exported_step(model, guided, torch.float16 if precision == "fp16" else torch.float32, masked)
 
     def providers(self, model: ZipVoice, guided: bool, precision: str, device: str) -> list[Any]:
         if self.provider == "CPUExecutionProvider":
@@ -232,31 +299,54 @@ class OrtBackend:
     def prepare(self, model: ZipVoice, device: str, precision: str) -> StepSolver:
         return built_step_solver(model, lambda guided: self._step(model, guided, device, precision))
 
-    def _step(self, model: ZipVoice, guided: bool, device: str, precision: str) -> StepFunction:
+    def session(self, model: ZipVoice, guided: bool, device: str, precision: str, masked: bool = True) -> Any:
         ort = _onnxruntime()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if device == "cpu":
             options.intra_op_num_threads = torch.get_num_threads()
-        path = self.graph(model, guided, precision)
+        path = self.graph(model, guided, precision, masked)
+        if _PROFILING is not None:
+            options.enable_profiling = True
+            options.profile_file_prefix = str(_PROFILING[0] / f"{self.name}-{path.stem}")
         providers = self.providers(model, guided, precision, device)
         if self.provider != "TensorrtExecutionProvider":
             session = open_session(ort, path, options, providers, self.name, precision)
-            return _cpu_step(session) if device == "cpu" else _cuda_step(session, ort, device)
-        # The provider builds (or loads) its engine now and writes it to its cache: one process at a time.
-        cache = _trt_cache(precision)
-        cache.mkdir(parents=True, exist_ok=True)
-        with filelock.FileLock(cache / ".lock"):
-            session = open_session(ort, path, options, providers, self.name, precision)
-        return _cuda_step(session, ort, device)
+        else:
+            # The provider builds (or loads) its engine now and writes it to its cache: one process at a time.
+            cache = _trt_cache(precision)
+            cache.mkdir(parents=True, exist_ok=True)
+            with filelock.FileLock(cache / ".lock"):
+                session = open_session(ort, path, options, providers, self.name, precision)
+        if _PROFILING is not None:
+            _PROFILING[1].append(session)
+        return session
+
+    def _step(self, model: ZipVoice, guided: bool, device: str, precision: str) -> StepFunction:
+        if device != "cpu":
+            return _cuda_step(self.session(model, guided, device, precision), _onnxruntime(), device)
+        sessions: dict[bool, Any] = {}
+
+        def session_for(masked: bool) -> Any:
+            if masked not in sessions:
+                sessions[masked] = self.session(model, guided, device, precision, masked)
+            return sessions[masked]
+
+        session_for(False)  # the graph of unpadded batches (one utterance, equal lengths) now; the masked one when met
+        return _cpu_step(session_for)
 
 
-def _cpu_step(session: Any) -> StepFunction:
+def _cpu_step(session_for: Callable[[bool], Any]) -> StepFunction:
+    """A step on the graph without a mask when nothing is padded, else on the masked graph."""
+
     def step(x: Tensor, constant: Tensor, mask: Tensor | None, conditioning: Tensor, coefficients: Tensor) -> Tensor:
-        inputs = graph_inputs(x, constant, mask, conditioning, coefficients)
+        if mask is None:
+            names, inputs = UNMASKED_INPUT_NAMES, [x, constant, conditioning, coefficients]
+        else:
+            names, inputs = INPUT_NAMES, [x, constant, mask, conditioning, coefficients]
         # CPU tensors share memory with numpy: no copies in or out.
-        feed = {name: t.contiguous().numpy() for name, t in zip(INPUT_NAMES, inputs, strict=True)}
-        return torch.from_numpy(session.run([OUTPUT_NAME], feed)[0])
+        feed = {name: t.contiguous().numpy() for name, t in zip(names, inputs, strict=True)}
+        return torch.from_numpy(session_for(mask is not None).run([OUTPUT_NAME], feed)[0])
 
     return step
 

@@ -25,6 +25,7 @@ COMMANDS = {
     "export": "write a --benchmark-json file as Bencher Metric Format or github-action-benchmark JSON",
     "gpu-check": "try every GPU path once in a few minutes: versions, conformance, a short benchmark, verdicts, report",
     "history": "record runs in the per-hardware history; show trends, change points, drift and standing regressions",
+    "profile": "profile one solve of a configuration: the top operators with their share of the time and FLOP rate",
     "report": "render benchmark results into a markdown guide with plots (ja or en)",
     "synth": "synthesise speech from text and a prompt, with stage timings",
 }

@@ -25,12 +25,16 @@ TOLERANCES: dict[str, dict[str, float]] = {
     "fp32": {"text_condition": 1e-4, "fm_velocity": 1e-4, "x1": 1e-3},
     "fp16": {"text_condition": 1e-2, "fm_velocity": 1e-2, "x1": 2e-2},
     "bf16": {"text_condition": 5e-2, "fm_velocity": 5e-2, "x1": 1e-1},
-    # int8 quantises the decoder's weight products inside the solve (the torch parts stay fp32). Its error
-    # is real and compounds over the steps: 0.16-0.22 measured on the conformance cases and 0.25 on the
-    # full-size model with seeded weights (4 steps, 843 frames); keeping the attention's projections in
-    # float did not lower it. The bound catches a broken kernel (errors near 1), not lost quality:
-    # listen before shipping int8.
-    "int8": {"text_condition": 1e-4, "fm_velocity": 1e-4, "x1": 3.5e-1},
+    # int8 quantises the decoder's weight products inside the solve (one scale per weight tensor; convolutions,
+    # attention products, the guidance combine, the Euler update and the torch parts stay fp32; see
+    # zvperf.backends.ort.quantized_step). x1 errors measured on a Zen 5 (VNNI): 7.6e-3 and 6.9e-3 on the
+    # conformance cases (1.1e-2 and 8.3e-3 with the 7-bit weights CPUs without VNNI get); on the full-size model
+    # (4 steps, 843 frames) 6.6e-3 with the official code's own initialisation and 6.5e-2 with zvperf's harsher
+    # synthetic weights (7.6e-2 with 7-bit weights), against 8.0e-3 and 6.6e-2 for the official int8 export on
+    # the same weights. The 0.16-0.25 recorded before came from an AVX2 CPU whose int8 kernel saturates 16-bit
+    # pair sums, which the 7-bit weights avoid. The bound, between 2x and 3x the largest of these, catches that
+    # saturation and broken kernels, not lost quality: listen before shipping int8.
+    "int8": {"text_condition": 1e-4, "fm_velocity": 1e-4, "x1": 2e-1},
 }
 
 

@@ -5,7 +5,7 @@ Template context (the same for the bundled ``report.ja.md.j2``/``report.en.md.j2
 * ``lang``: ``"ja"`` or ``"en"``; ``files``: the results files' names; ``multi``: more than one hardware key;
   ``synthetic``: some result was measured with synthetic weights.
 * ``sections``: one per hardware key, each a dict with ``key``, ``blocks`` (part -> marker name) and the parts
-  built by :func:`zvperf.report.tables.section_context`: ``environment``, ``summary``, ``backends``,
+  built by :func:`zvperf.report.tables.section_context`: ``environment``, ``summary``, ``backends``, ``efficiency``,
   ``telemetry``, ``findings``, ``recommendations``, ``flags``, ``plots`` (figure -> PNG path relative to the
   markdown), and ``history``: None without ``--history``, else :func:`zvperf.report.trends.context`'s dict
   (``available``, ``runs``, ``commits``, ``first``, ``last``, ``since``, ``plots`` per model, ``regressions``,

@@ -13,6 +13,7 @@ from typing import Any
 
 from zvperf.errors import ZvperfError
 from zvperf.results.schema import BenchmarkFacts, Result, ResultsFile
+from zvperf.results.summary import gflops, percent
 
 # The generated parts of a report; each is wrapped in <!-- zvperf:begin NAME --> ... <!-- zvperf:end NAME -->.
 PARTS = ("environment", "summary", "backends", "telemetry", "findings", "recommendations", "flags", "plots", "history")
@@ -163,6 +164,11 @@ def environment(section: Section) -> dict[str, Any]:
         "gpu": machine.get("gpu"),  # name, memory_gib, compute_capability, count, driver (None on a CPU run)
         "driver": (machine.get("gpu") or {}).get("driver"),
         "cpu": machine.get("cpu"),
+        # "family 26 model 2": what tells apart CPUs that report one generic name (recorded from format 3 on)
+        "cpu_id": f"family {machine['cpu_family']} model {machine.get('cpu_model_number')}"
+        if machine.get("cpu_family")
+        else None,
+        "cpu_isa": machine.get("cpu_isa"),  # the widest vector ISA level, e.g. avx512-bf16 (format 3 on)
         "cpu_cores": machine.get("cpu_cores"),
         "torch_threads": machine.get("torch_threads"),
         "os": " ".join(filter(None, (info.get("system"), info.get("release")))) or None,
@@ -173,6 +179,7 @@ def environment(section: Section) -> dict[str, Any]:
         "onnxruntime": software.get("onnxruntime"),
         "weights": weights,
         "synthetic": "synthetic" in weights,
+        "gemm": gemm_rates(section),
         "sources": [
             {
                 "file": f.path.name,
@@ -183,6 +190,47 @@ def environment(section: Section) -> dict[str, Any]:
             for f in section.files
         ],
     }
+
+
+def gemm_rates(section: Section) -> list[dict[str, Any]]:
+    """The attainable matrix-multiply rate of each precision each file measured (zvperf.suite.gemm), with every
+    implementation's rate; ``file`` is set when several files of the section measured one."""
+    measured = [f for f in section.files if f.gemm_rates]
+    entries = []
+    for results_file in measured:
+        for precision, rate in results_file.gemm_rates.items():
+            if not rate:
+                continue
+            entries.append(
+                {
+                    "precision": precision,
+                    "gflops": gflops(rate["flop_rate"]),
+                    "method": rate["method"],
+                    "rates": ", ".join(f"{name} {gflops(value)}" for name, value in rate["rates"].items()),
+                    "frames": rate.get("frames"),
+                    "threads": rate.get("threads"),
+                    "file": results_file.path.name if len(measured) > 1 else None,
+                }
+            )
+    return entries
+
+
+def efficiency(section: Section) -> dict[str, Any]:
+    """Per solver row: its time, the FLOPs of one call, the FLOP rate it achieved, that rate as a fraction of the
+    machine's attainable GEMM rate in its precision, and its error against the torch fp32 reference."""
+    rows = [
+        {
+            "configuration": row.config_id,
+            "solver_ms": ms(row.solver.median),
+            "gflop": _number(row.solver.facts.flops / 1e9 if row.solver.facts.flops else None, 1),
+            "gflops": gflops(row.solver.facts.flop_rate),
+            "efficiency": percent(row.solver.facts.gemm_efficiency),
+            "error": "-" if row.solver.facts.verified_error is None else f"{row.solver.facts.verified_error:.1e}",
+        }
+        for row in section.rows
+        if row.solver
+    ]
+    return {"rows": rows, "measured": any(row["gflops"] != "-" for row in rows)}
 
 
 def _flag_marks(section: Section) -> dict[str, int]:
@@ -429,6 +477,7 @@ def section_context(
         "environment": environment(section),
         "summary": summary(section, marks),
         "backends": backends(section),
+        "efficiency": efficiency(section),
         "telemetry": telemetry(section),
         "findings": findings(section),
         "recommendations": recommendations(section),

@@ -13,6 +13,8 @@ Results format history (``zvperf.format``; a file without it is format 1):
 3. ``zvperf.unmeasured``: every benchmark the run collected but did not time, with its outcome (skipped,
    failed, error, deselected) and the reason, so that the gate can say why a configuration is missing. A
    file may now hold no timed benchmark at all when it holds these (every benchmark skipped).
+4. efficiency: solver results carry ``flops``, ``flop_rate`` and ``gemm_efficiency``, and
+   ``machine_info.zvperf.gemm`` the attainable matrix-multiply rate per precision (older files: absent, None).
 
 A file of a format this version does not know is refused with one sentence; older ones are upgraded
 on reading (``_UPGRADES``), so committed results keep loading.
@@ -28,7 +30,7 @@ from typing import Any
 from zvperf.errors import ZvperfError
 from zvperf.files import read_json
 
-RESULTS_FORMAT = 3
+RESULTS_FORMAT = 4
 KINDS = ("solver", "e2e", "text_encoder", "vocoder", "cold_start")
 
 
@@ -56,6 +58,9 @@ class BenchmarkFacts:
     batch: int | None = None  # utterances solved together (solver)
     guidance_scale: float | None = None  # solver
     verified_error: float | None = None  # solver: relative error against torch fp32 (None: the reference)
+    flops: float | None = None  # solver: matrix-product FLOPs of one call (zvperf.engine.flops)
+    flop_rate: float | None = None  # solver: flops / median seconds
+    gemm_efficiency: float | None = None  # solver: flop_rate / the machine's attainable GEMM rate in this precision
     stages_ms: Mapping[str, float] | None = None  # e2e: median milliseconds per pipeline stage
     chunks: int | None = None  # e2e: text chunks synthesised
     phases_s: Mapping[str, float] | None = None  # cold_start: import, load, first call
@@ -122,7 +127,7 @@ REQUIRED_KEYS = (
 _OPTIONAL = frozenset(_FIELDS[_FIELDS.index("batch") :])
 # The optional keys a kind always writes (None where it has no value: the reference has no verified error).
 KIND_KEYS = {
-    "solver": ("batch", "guidance_scale", "verified_error"),
+    "solver": ("batch", "guidance_scale", "verified_error", "flops", "flop_rate", "gemm_efficiency"),
     "e2e": ("stages_ms", "chunks"),
     "cold_start": ("phases_s",),
 }
@@ -235,6 +240,11 @@ class ResultsFile:
         return self.machine_info.get("zvperf", {})
 
     @property
+    def gemm_rates(self) -> dict[str, Any]:
+        """The attainable matrix-multiply rate per precision (format 3 on; empty before)."""
+        return self.zvperf_machine.get("gemm") or {}
+
+    @property
     def hardware_key(self) -> str:
         return self.zvperf_machine.get("hardware_key", "unknown")
 
@@ -256,8 +266,17 @@ def _from_format_2(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+def _from_format_3(document: dict[str, Any]) -> dict[str, Any]:
+    """Format 3 had no efficiency: its solver results read with flops, flop_rate and gemm_efficiency None."""
+    return document
+
+
 # format N -> the document in format N + 1
-_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_format_1, 2: _from_format_2}
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _from_format_1,
+    2: _from_format_2,
+    3: _from_format_3,
+}
 
 
 def results_format(document: Mapping[str, Any]) -> int:

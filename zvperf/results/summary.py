@@ -11,6 +11,18 @@ def _ms(result: Result | None) -> str:
     return f"{result.median * 1e3:.1f}" if result else "-"
 
 
+def gflops(rate: float | None) -> str:
+    """A FLOP rate in GFLOP/s (1 decimal), or "-"."""
+    return f"{rate / 1e9:.1f}" if rate else "-"
+
+
+def percent(fraction: float | None) -> str:
+    """A fraction as a whole percentage (one decimal below 10%), or "-"."""
+    if fraction is None:
+        return "-"
+    return f"{fraction:.1%}" if fraction < 0.1 else f"{fraction:.0%}"
+
+
 def rows(results: list[Result]) -> list[dict[str, str]]:
     """One row per timed configuration (model-steps-backend-precision[-length])."""
     by_config: dict[str, dict[str, Result]] = defaultdict(dict)
@@ -32,6 +44,8 @@ def rows(results: list[Result]) -> list[dict[str, str]]:
                 "e2e ms": _ms(e2e),
                 "RTF": f"{main.facts.rtf:.4f}",
                 "speed-up": f"{speedup:.2f}x" if speedup else "-",
+                "GFLOP/s": gflops(solver.facts.flop_rate if solver else None),
+                "of GEMM peak": percent(solver.facts.gemm_efficiency if solver else None),
                 "peak MiB": f"{memory:.0f}" if memory is not None else "-",
                 "flags": ", ".join(flags) or "-",
             }

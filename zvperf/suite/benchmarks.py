@@ -25,6 +25,7 @@ import torch
 
 from zvperf.engine import audio
 from zvperf.engine.device import on_engine_stream
+from zvperf.engine.flops import solve_flops
 from zvperf.results.schema import BenchmarkFacts
 from zvperf.suite.engines import Engine
 from zvperf.suite.matrix import Combo, Config
@@ -103,13 +104,21 @@ def time_solver(benchmark: Any, session: BenchSession, combo: Combo) -> None:
 
     options = session.options
     _, telemetry = _run_timed(session, engine, benchmark, solve, options.rounds, options.warmup_rounds)
-    scale = engine.model.default_guidance_scale
-    measured = (inputs.audio_seconds, inputs.frames, engine.model.nfe(combo.num_step, scale))
+    model = engine.model
+    scale = model.default_guidance_scale
+    measured = (inputs.audio_seconds, inputs.frames, model.nfe(combo.num_step, scale))
+    guided = [bool(step.guidance) for step in model.plan(combo.num_step, scale, 0.5)]
+    flops = solve_flops(model.config, inputs.frames, inputs.batch, guided, model.guidance_is_input)
+    flop_rate = flops / benchmark.stats.stats.median
+    attainable = session.attainable_rate(model.config, engine.config.precision)
     optional = {
         "frames_bucket": combo.frames,
         "batch": combo.batch,
         "guidance_scale": scale,
         "verified_error": engine.verify(combo.frames, combo.batch, combo.num_step),
+        "flops": float(flops),
+        "flop_rate": flop_rate,
+        "gemm_efficiency": flop_rate / attainable if attainable else None,
     }
     _record(session, benchmark, telemetry, engine, "solver", combo.num_step, measured, **optional)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 
 from zvperf.errors import ZvperfError
@@ -51,6 +52,30 @@ class Combo:
         return f"{self.model}-{self.num_step}step-{self.backend}-{self.precision}{length}{batch}"
 
 
+def parse_combo(text: str) -> Combo:
+    """The combination a benchmark id names (``zipvoice_distill-4step-ort-cpu-fp32-843f-b2``): the inverse of
+    :attr:`Combo.id`."""
+    from zvperf.backends import backend_names
+    from zvperf.engine.precision import DTYPES
+
+    pattern = (
+        rf"(?P<model>{'|'.join(sorted(MODELS, key=len, reverse=True))})-(?P<steps>[0-9]+)step-"
+        rf"(?P<backend>{'|'.join(backend_names())})-(?P<precision>{'|'.join(DTYPES)})"
+        r"(?:-(?P<frames>[0-9]+)f)?(?:-b(?P<batch>[0-9]+))?"
+    )
+    match = re.fullmatch(pattern, text)
+    if match is None or int(match["steps"]) < 1 or int(match["batch"] or 1) < 1:
+        raise ZvperfError(
+            f"{text!r} is not a configuration: expected MODEL-NSTEP-BACKEND-PRECISION[-FRAMESf][-bBATCH], "
+            "like zipvoice_distill-4step-ort-cpu-fp32-843f."
+        )
+    frames = int(match["frames"]) if match["frames"] else None
+    if frames is not None and frames < MIN_FRAMES:
+        raise ZvperfError(f"{text!r}: {frames} frames is below the shortest decoder input, {MIN_FRAMES}.")
+    batch = int(match["batch"] or 1)
+    return Combo(match["model"], int(match["steps"]), match["backend"], match["precision"], frames, batch)
+
+
 @dataclasses.dataclass(frozen=True)
 class Preset:
     steps: dict[str, tuple[int, ...]]  # model -> step counts
@@ -73,10 +98,11 @@ PRESETS: dict[str, Preset] = {
         rounds=5,
         cold_rounds=1,
     ),
-    # The optimization guide's rows: the eager reference, half precision, CUDA graphs and TensorRT.
+    # The optimization guide's rows: the eager reference, half precision, CUDA graphs and TensorRT. bf16 is the
+    # half precision CPUs with avx512_bf16 or AMX run natively (fp16 rows skip on CPUs without avx512_fp16).
     "guide": Preset(
         steps={"zipvoice": (16, 8, 4), "zipvoice_distill": (8, 4, 2)},
-        variants=(("torch", "fp32"), ("torch", "fp16"), ("cudagraph", "fp16"), ("trt", "fp16")),
+        variants=(("torch", "fp32"), ("torch", "fp16"), ("torch", "bf16"), ("cudagraph", "fp16"), ("trt", "fp16")),
         lengths=(None,),
         batches=(1,),
         warmup_rounds=3,

@@ -228,8 +228,10 @@ def _run_gate(session: pytest.Session, gate: GateRun) -> None:
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
-    machine_info["zvperf"] = machine_summary(_session(config).options.device)
+    session = _session(config)
+    machine_info["zvperf"] = machine_summary(session.options.device)
     machine_info["zvperf"]["onnxruntime_providers"] = onnxruntime_providers()
+    machine_info["zvperf"]["gemm"] = dict(session.gemm)
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:

@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 import torch
 
+from zvperf.engine.config import ModelConfig
 from zvperf.errors import ZvperfError
 from zvperf.suite.engines import Engine, EngineCache, VerificationError
+from zvperf.suite.gemm import attainable_rate
 from zvperf.suite.matrix import Combo, Config
 from zvperf.suite.options import BenchOptions
 
@@ -21,6 +23,16 @@ class BenchSession:
     options: BenchOptions
     cache: EngineCache
     benchmarks: list[Any] = dataclasses.field(default_factory=list)  # pytest-benchmark fixtures, in run order
+    # The attainable matrix-multiply rate per precision (zvperf.suite.gemm), measured once, when first needed.
+    gemm: dict[str, dict[str, Any] | None] = dataclasses.field(default_factory=dict)
+
+    def attainable_rate(self, config: ModelConfig, precision: str) -> float | None:
+        """The machine's attainable GEMM rate (FLOP/s) in ``precision`` at the decoder's shapes, measured on first
+        use (outside timing; the first model's configuration gives the shapes), or None where none runs."""
+        if precision not in self.gemm:
+            self.gemm[precision] = attainable_rate(config, self.options.device, precision)
+        measured = self.gemm[precision]
+        return measured["flop_rate"] if measured else None
 
     @contextmanager
     def out_of_memory_skips(self, what: str) -> Iterator[None]:
