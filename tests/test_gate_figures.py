@@ -143,14 +143,13 @@ def test_missing_figures_are_said_not_failed(tmp_path: Path):
     energy = report.verdicts[0].metrics[1]
     assert energy.status == judge.NO_FIGURE
     assert report.verdicts[0].lines()[2] == (
-        f"no figure     {ID} solver: energy per audio second: not judged: the run has none (not a CUDA run); the "
-        "baseline has none (its runs measured none, or it was stored before zvperf kept them)"
+        f"no figure     {ID} solver: energy per audio second: neither the run nor the baseline has one (not a CUDA run)"
     )
     assert report.summary().endswith("; peak memory: 1 within; energy per audio second: 1 without a figure")
     # A GPU run whose energy counter did not advance, against a baseline that has a figure.
     directory = stored(tmp_path / "gpu", [gpu(4.0)], key=GPU)
     (verdict,) = judge.compare(run(tmp_path, gpu(None), key=GPU, name="g.json"), directory, both).verdicts
-    assert verdict.metrics[1].reason == "not judged: the run has none (the energy counter did not advance)"
+    assert verdict.metrics[1].reason == "the run has none (the energy counter did not advance)"
     # A GPU row whose backend allocates outside torch, without NVML's process figure: no memory figure, not the
     # host's resident memory in its place.
     no_nvml = gpu(4.0)
@@ -175,9 +174,7 @@ def test_a_baseline_without_the_figures_still_loads_and_its_verdict_says_the_fig
     assert not report.failed
     (memory,) = report.verdicts[0].metrics
     assert (memory.status, memory.runs) == (judge.NO_FIGURE, (1, 0))
-    assert memory.reason == (
-        "not judged: the baseline has none (its runs measured none, or it was stored before zvperf kept them)"
-    )
+    assert memory.reason == "the baseline has none (its runs measured none, or it was stored before zvperf kept them)"
     # The next update writes format 3, and the entry it replaces keeps what it had (no figures).
     baselines.update(directory, run(tmp_path, cpu(1100.0), name="next.json"))
     again = json.loads(path.read_text())

@@ -148,10 +148,11 @@ def judge_figure(
     their relative change (no rounds, so no test)."""
     verdict = MetricVerdict(metric, NO_FIGURE, threshold, runs=(len(new), len(old)))
     if not new or not old:
-        missing = [] if new else [f"the run has none ({metric.why_none(result.facts)})"]
-        if not old:
-            missing.append("the baseline has none (its runs measured none, or it was stored before zvperf kept them)")
-        verdict.reason = "not judged: " + "; ".join(missing)
+        if new:
+            verdict.reason = "the baseline has none (its runs measured none, or it was stored before zvperf kept them)"
+        else:
+            which = "the run has none" if old else "neither the run nor the baseline has one"
+            verdict.reason = f"{which} ({metric.why_none(result.facts)})"
         return verdict
     verdict.value, verdict.reference = statistics.median(new), statistics.median(old)
     verdict.change = verdict.value / verdict.reference - 1 if verdict.reference else math.inf
