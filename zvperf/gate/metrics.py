@@ -16,7 +16,7 @@ throttled GPU (in the run or the baseline) makes it inconclusive, as it does the
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from zvperf.results.schema import BenchmarkFacts, Result
 
@@ -29,11 +29,12 @@ class Metric:
     unit: str
     decimals: int  # shown
     attribute: str  # the BenchmarkFacts property that gives the figure
+    why_none: Callable[[BenchmarkFacts], str]  # why a result has no figure, as its telemetry recorded it
     throttle_sensitive: bool = False  # a throttled GPU makes the figure unjudgeable
     not_for_kinds: tuple[str, ...] = ()  # benchmark kinds whose figure does not measure them
 
     def figure(self, facts: BenchmarkFacts) -> float | None:
-        if facts.kind in self.not_for_kinds:
+        if not self.applies(facts.kind):
             return None
         value = getattr(facts, self.attribute)
         return None if value is None else float(value)
@@ -44,23 +45,25 @@ class Metric:
     def text(self, value: float) -> str:
         return f"{value:.{self.decimals}f} {self.unit}"
 
-    def why_none(self, facts: BenchmarkFacts) -> str:
-        """Why a result has no figure, as its telemetry recorded it."""
-        gpu = facts.gpu_telemetry
-        if self is ENERGY:
-            return gpu.get("reason") or (gpu.get("unavailable") or {}).get("energy") or "no GPU telemetry"
-        if facts.device == "cuda":
-            return "neither torch's allocator nor NVML's per-process reading gave a GPU figure"
-        return "no memory telemetry"
+
+def _no_memory(facts: BenchmarkFacts) -> str:
+    if facts.device == "cuda":
+        return "neither torch's allocator nor NVML's per-process reading gave a GPU figure"
+    return "no memory telemetry"
+
+
+def _no_energy(facts: BenchmarkFacts) -> str:
+    gpu = facts.gpu_telemetry
+    return gpu.get("reason") or (gpu.get("unavailable") or {}).get("energy") or "no GPU telemetry"
 
 
 PEAK_MEMORY = Metric(
-    "peak_memory_mib", "peak memory", "memory_threshold", "MiB", 0, "device_peak_memory_mib",
+    "peak_memory_mib", "peak memory", "memory_threshold", "MiB", 0, "device_peak_memory_mib", _no_memory,
     not_for_kinds=("cold_start",),
 )  # fmt: skip
 ENERGY = Metric(
     "joules_per_audio_second", "energy per audio second", "energy_threshold", "J", 2, "joules_per_audio_second",
-    throttle_sensitive=True,
+    _no_energy, throttle_sensitive=True,
 )  # fmt: skip
 METRICS = (PEAK_MEMORY, ENERGY)
 
