@@ -144,7 +144,10 @@ def test_config_overrides_by_pattern_and_bad_configs_name_the_file(tmp_path: Pat
     assert load_config(None, tmp_path / "elsewhere") == GateConfig()
     for text, problem in [
         ("threshold = ", "is not valid TOML"),
-        ("thresold = 0.1", "unknown setting 'thresold' (known: threshold, alpha, max_spread)"),
+        (
+            "thresold = 0.1",
+            "unknown setting 'thresold' (known: threshold, alpha, max_spread, memory_threshold, energy_threshold)",
+        ),
         ("alpha = 2", "alpha must be between 0 and 1, got 2.0"),
         ('[override."*"]\nthreshold = "big"', "threshold must be a number, got 'big'"),
     ]:

@@ -1,13 +1,14 @@
 """Baselines: one human-readable JSON file per hardware key in ``baselines/``, safe to update concurrently.
 
-A file is ``{"format": 2, "hardware_key": ..., "machine": {...}, "benchmarks": {id: entry}}`` with sorted keys and
+A file is ``{"format": 3, "hardware_key": ..., "machine": {...}, "benchmarks": {id: entry}}`` with sorted keys and
 two-space indentation, so a baseline change reads as a small diff. Each entry keeps the median, IQR,
 round count and (at most ``MAX_STORED_ROUNDS``) raw round times the gate tests against, the software
-versions, weights, commit and date of the run, and the entry it replaced (``previous``, one level
-deep) so that ``zvperf baseline revert`` can undo a bad update. An entry may pool the rounds of
-several runs (separate processes) of one commit: on a machine whose speed drifts from one process to
-the next, a baseline from one process can sit at either end of that drift and make every later run
-look slower or faster; pooled rounds carry the drift into the baseline, where the significance test
+versions, weights, commit and date of the run, the figures measured once per run (``per_run``: peak memory
+and energy per audio second, a value for each pooled run that measured it; ``zvperf.gate.metrics``), and the
+entry it replaced (``previous``, one level deep) so that ``zvperf baseline revert`` can undo a bad update. An
+entry may pool the rounds of several runs (separate processes) of one commit: on a machine whose speed drifts
+from one process to the next, a baseline from one process can sit at either end of that drift and make every
+later run look slower or faster; pooled rounds carry the drift into the baseline, where the significance test
 sees it.
 
 Updates hold a lock on ``<file>.lock``, re-read the file under it, and replace it atomically (a
@@ -19,6 +20,9 @@ Baseline format history (``format``; a file without it is format 1):
 
 1. before formats were recorded: the same fields, no number.
 2. the number.
+3. ``per_run`` in each entry. Entries of formats 1 and 2 are read with none, and the gate says that the
+   baseline has no figure until the next update; the number changed because a zvperf that reads format 2
+   would rewrite the entries it does not replace without their figures.
 
 A file of a newer format is refused with one sentence and left as it is.
 """
@@ -34,11 +38,12 @@ from pytest_benchmark.stats import Stats
 
 from zvperf.errors import ZvperfError
 from zvperf.files import locked, write_atomic
+from zvperf.gate import metrics
 from zvperf.results.schema import Result, ResultsFile
 from zvperf.results.stores import SOFTWARE_KEYS as SOFTWARE_KEYS  # re-exported: the gate names them from here
 from zvperf.results.stores import key_path, keys_in, machine_summary, order_statistics, run_versions
 
-BASELINE_FORMAT = 2
+BASELINE_FORMAT = 3
 DEFAULT_DIR = Path("baselines")  # relative to the current directory: run from the repository root
 MAX_STORED_ROUNDS = 50
 
@@ -62,11 +67,16 @@ class Entry:
     date: str
     flags: list[str] = dataclasses.field(default_factory=list)  # the runs' sanity flags (noisy, throttled)
     runs: int = 1  # how many runs (processes) the rounds were pooled from
+    per_run: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # metric key -> one figure per run
     previous: Entry | None = None
 
     @property
     def spread(self) -> float:
         return self.iqr / self.median if self.median else float("inf")
+
+    @property
+    def throttled(self) -> bool:
+        return any(f.startswith("throttled") for f in self.flags)
 
     @classmethod
     def pooled(cls, measured: list[tuple[Result, ResultsFile]]) -> Entry:
@@ -88,6 +98,7 @@ class Entry:
             date=max(run.datetime for _, run in measured),
             flags=sorted({flag for each, _ in measured for flag in each.flags}),
             runs=len(measured),
+            per_run=metrics.per_run([each for each, _ in measured]),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -123,6 +134,7 @@ class Entry:
             date=str(value.get("date", "")),
             flags=list(value.get("flags") or []),
             runs=int(value.get("runs", 1)),
+            per_run=metrics.read_per_run(value.get("per_run", {})),  # formats 1 and 2: none
             previous=cls.from_json(previous) if previous is not None else None,
         )
 

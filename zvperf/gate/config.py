@@ -6,9 +6,12 @@ benchmark has a looser threshold::
     threshold = 0.10    # fail when the median is more than 10% slower ...
     alpha = 0.01        # ... and the one-sided Mann-Whitney U p-value is below this
     max_spread = 0.10   # IQR / median above which a result (or its baseline) is too noisy to judge
+    memory_threshold = 0.10     # off unless set: fail when peak memory is more than 10% above the baseline's
+    energy_threshold = 0.15     # off unless set: the same for a GPU's energy per second of audio
 
     [override."* cold_start"]   # fnmatch on the benchmark id; every match applies, later ones win
     threshold = 0.25
+    energy_threshold = false    # false turns a figure's threshold off again
 
     [[expected_absent]]         # configurations a hardware key is known not to have: their absence passes
     hardware = "nvidia-l4*"     # fnmatch on the hardware key
@@ -26,6 +29,7 @@ from typing import Any
 
 from zvperf.errors import ZvperfError
 from zvperf.files import read_text
+from zvperf.gate.metrics import METRICS, Metric
 from zvperf.results.sanity import SPREAD_LIMIT
 
 if sys.version_info >= (3, 11):
@@ -43,6 +47,9 @@ class Rule:
     threshold: float = 0.10  # relative change of the median that counts as a regression (or an improvement)
     alpha: float = 0.01  # significance level of the one-sided Mann-Whitney U test
     max_spread: float = SPREAD_LIMIT  # IQR / median beyond which the rounds are too noisy to judge
+    # Relative increase of a one-number-per-run figure (zvperf.gate.metrics) that fails; None: not judged.
+    memory_threshold: float | None = None  # peak memory
+    energy_threshold: float | None = None  # GPU energy per second of audio
 
     def check(self, source: str) -> None:
         if not self.threshold > 0:
@@ -51,9 +58,14 @@ class Rule:
             raise ZvperfError(f"{source}: alpha must be between 0 and 1, got {self.alpha}.")
         if not self.max_spread > 0:
             raise ZvperfError(f"{source}: max_spread must be above 0, got {self.max_spread}.")
+        for metric in METRICS:
+            value = getattr(self, metric.setting)
+            if value is not None and not value > 0:
+                raise ZvperfError(f"{source}: {metric.setting} must be above 0 (or false: off), got {value}.")
 
 
 SETTINGS = tuple(f.name for f in dataclasses.fields(Rule))
+SWITCHABLE = frozenset(metric.setting for metric in METRICS)  # settings that `false` turns off
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +85,7 @@ class Absence:
 @dataclasses.dataclass
 class GateConfig:
     defaults: Rule = Rule()
-    overrides: list[tuple[str, dict[str, float]]] = dataclasses.field(default_factory=list)  # pattern, settings
+    overrides: list[tuple[str, dict[str, Any]]] = dataclasses.field(default_factory=list)  # pattern, settings
     source: Path | None = None  # the file it came from (None: built-in defaults)
     expected_absent: list[Absence] = dataclasses.field(default_factory=list)
 
@@ -84,19 +96,31 @@ class GateConfig:
                 rule = dataclasses.replace(rule, **settings)
         return rule
 
+    def judges(self, metric: Metric) -> bool:
+        """Whether any benchmark's rule sets a threshold for this figure."""
+        return getattr(self.defaults, metric.setting) is not None or any(
+            settings.get(metric.setting) is not None for _, settings in self.overrides
+        )
+
     def absence(self, hardware_key: str, benchmark_id: str) -> Absence | None:
         """The entry saying this benchmark is expected to be absent on this hardware, if there is one."""
         return next((a for a in self.expected_absent if a.covers(hardware_key, benchmark_id)), None)
 
 
-def _settings(table: dict[str, Any], where: str) -> dict[str, float]:
+def _settings(table: dict[str, Any], where: str) -> dict[str, Any]:
     unknown = [k for k in table if k not in SETTINGS]
     if unknown:
         raise ZvperfError(f"{where}: unknown setting {unknown[0]!r} (known: {', '.join(SETTINGS)}).")
+    settings: dict[str, float | None] = {}
     for key, value in table.items():
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise ZvperfError(f"{where}: {key} must be a number, got {value!r}.")
-    return {k: float(v) for k, v in table.items()}
+        if key in SWITCHABLE and value is False:
+            settings[key] = None  # TOML has no null: an override turns a figure's judgement off with false
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            settings[key] = float(value)
+        else:
+            off = " or false (off)" if key in SWITCHABLE else ""
+            raise ZvperfError(f"{where}: {key} must be a number{off}, got {value!r}.")
+    return settings
 
 
 def _absences(value: Any, where: str) -> list[Absence]:

@@ -8,6 +8,13 @@ made for zvperf's processes: ``zvperf.suite.confirm`` runs base, head, base, hea
 each), the rounds of each side are pooled, and the same rule (threshold, Mann-Whitney U, Benjamini-Hochberg
 over the whole report) decides. Only the configurations that failed or were inconclusive are re-run, so the
 cost stays proportional to the doubt.
+
+A figure over its threshold (peak memory, energy per audio second: ``zvperf.gate.metrics``) is confirmed the
+same way, though it is one number per run: energy is power times time and drifts with the machine as time does,
+and peak memory depends on the process's history (what ran before it in the same process, the driver's context
+size), which a baseline from a full run of the matrix does not share with the A/B processes of a few
+configurations. Both sides' processes record their figures, and the head's median is judged against the base's
+by the same threshold.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import dataclasses
 
 from pytest_benchmark.stats import Stats
 
-from zvperf.gate import baselines, judge
+from zvperf.gate import baselines, judge, metrics
 from zvperf.gate.baselines import Entry
 from zvperf.gate.judge import FAIL, INCONCLUSIVE, GateReport, Verdict
 from zvperf.results.schema import Result, ResultsFile
@@ -26,8 +33,18 @@ TO_CONFIRM = (FAIL, INCONCLUSIVE)
 
 
 def to_confirm(report: GateReport) -> list[Verdict]:
-    """The verdicts an A/B run can settle: measured now, compared with a baseline, failed or inconclusive."""
-    return [v for v in report.verdicts if v.status in TO_CONFIRM and v.change is not None]
+    """The verdicts an A/B run can settle: measured now, compared with a baseline, failed or inconclusive, or with
+    a figure over its threshold."""
+    return [v for v in report.verdicts if v.change is not None and (v.status in TO_CONFIRM or v.failing)]
+
+
+def _first_verdict(verdict: Verdict) -> str:
+    """``fail (+42.9%)``, and the figures that failed: ``pass (+0.1%), peak memory fail (+22.9%)``."""
+    said = [f"{verdict.status} ({verdict.change:+.1%})" if verdict.change is not None else verdict.status]
+    said += [
+        f"{m.metric.name} fail ({m.change:+.1%})" for m in verdict.metrics if m.status == FAIL and m.change is not None
+    ]
+    return ", ".join(said)
 
 
 def pytest_name(benchmark_id: str) -> str:
@@ -80,12 +97,12 @@ def confirmed(
             verdicts.append(verdict)
             continue
         entry = Entry.pooled(base)
-        head_result = _pooled([r for r, _ in head])
+        head_results = [r for r, _ in head]
         versions = baselines.run_versions(head[0][1])
-        again = judge.judge(head_result, entry, verdict.rule, report.hardware_key, versions)
+        figures = metrics.per_run(head_results)
+        again = judge.judge(_pooled(head_results), entry, verdict.rule, report.hardware_key, versions, figures)
         again.reference = f"base {base_commit[:12]}"
-        first = f"{verdict.change:+.1%}" if verdict.change is not None else "n/a"
-        again.confirmed = f"{how}; against the stored baseline it was {verdict.status} ({first})"
+        again.confirmed = f"{how}; against the stored baseline it was {_first_verdict(verdict)}"
         verdicts.append(again)
     judge.decide_all(verdicts)
     return dataclasses.replace(

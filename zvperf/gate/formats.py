@@ -12,14 +12,39 @@ TABLE_COLUMNS = (
     "benchmark", "median", "reference", "change", "p (method)", "p adjusted", "n", "verdict",
     "GPU clock, temperature, throttling",
 )  # fmt: skip
+FIGURE_COLUMNS = ("benchmark", "figure", "value", "reference", "change", "threshold", "runs", "verdict")
 
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _status(label: str) -> str:
+    return f"**{label}**" if label.isupper() else label
+
+
+def _figure_rows(verdict: Verdict) -> list[list[str]]:
+    """One row per figure judged (peak memory, energy per audio second)."""
+    rows = []
+    for check in verdict.metrics:
+        text = check.metric.text
+        rows.append(
+            [
+                f"`{verdict.id}`",
+                check.metric.name,
+                text(check.value) if check.value is not None else "-",
+                f"{text(check.reference)} ({verdict.reference})" if check.reference is not None else "-",
+                f"{check.change:+.1%}" if check.change is not None else "-",
+                f"{check.threshold:.0%}",
+                f"{check.runs[0]}/{check.runs[1]}",
+                _status(check.label) + (f": {check.reason}" if check.reason else ""),
+            ]
+        )
+    return rows
+
+
 def _row(verdict: Verdict) -> list[str]:
-    status = f"**{verdict.label}**" if verdict.label.isupper() else verdict.label
+    status = _status(verdict.label)
     if verdict.confirmed:
         status += f" (confirmed: {verdict.confirmed})"
     if verdict.reason:
@@ -53,6 +78,9 @@ def markdown(report: GateReport) -> str:
     measured = [v for v in report.verdicts if v.median is not None]
     if measured:
         lines += [*_table(TABLE_COLUMNS, [_row(v) for v in measured]), ""]
+    figures = [row for v in measured for row in _figure_rows(v)]
+    if figures:
+        lines += ["#### Peak memory and energy per audio second", "", *_table(FIGURE_COLUMNS, figures), ""]
     others = [v for v in report.verdicts if v.median is None]
     if others:
         lines += ["#### Missing, errored and skipped configurations", ""]

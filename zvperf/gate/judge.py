@@ -22,16 +22,25 @@ run recorded) unless gate.toml expects it to be absent on this hardware, and a b
 errored (a backend that disagrees with torch) **errored**; both fail the gate. A missing baseline,
 another hardware key, other CPU flags, different software versions or weights, and an injected
 slowdown are said with the verdicts.
+
+Where gate.toml sets their thresholds, a judged benchmark's peak memory and GPU energy per second of audio are
+judged too (``zvperf.gate.metrics``): one number per run, so a plain threshold on the change against the median
+of the baseline's per-run figures, without a test and outside the Benjamini-Hochberg adjustment (it has no
+p-value). A figure over its threshold fails the gate as a slowdown does; a figure missing on either side is
+said, never failed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
+from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from zvperf.gate import baselines
+from zvperf.gate import baselines, metrics
 from zvperf.gate.baselines import Entry
 from zvperf.gate.config import CONFIG_NAME, GateConfig, Rule
 from zvperf.gate.stats import benjamini_hochberg, mann_whitney, min_p_value
@@ -53,6 +62,15 @@ _COUNTED_AS = {
     ERRORED: "errored",
     SKIPPED: "skipped",
     ABSENT: "absent as expected",
+}
+NO_FIGURE = "no figure"  # a metric verdict with no figure on one side, or both
+METRIC_STATUSES = (FAIL, IMPROVED, PASS, INCONCLUSIVE, NO_FIGURE)
+_METRIC_COUNTED_AS = {
+    FAIL: "over the threshold",
+    IMPROVED: "improved",
+    PASS: "within",
+    INCONCLUSIVE: "inconclusive",
+    NO_FIGURE: "without a figure",
 }
 
 
@@ -91,6 +109,66 @@ def gpu_state(result: Result) -> str:
 
 
 @dataclasses.dataclass
+class MetricVerdict:
+    """One figure of a judged benchmark (peak memory, energy per audio second) against its reference."""
+
+    metric: metrics.Metric
+    status: str  # one of METRIC_STATUSES
+    threshold: float
+    value: float | None = None  # the run's figure (in an A/B confirmation, the median of the head's processes)
+    reference: float | None = None  # the median of the baseline's per-run figures (or of the base's processes)
+    change: float | None = None  # value / reference - 1
+    runs: tuple[int, int] = (0, 0)  # figures on each side (new, reference)
+    reason: str = ""  # why it has no figure or is inconclusive
+
+    @property
+    def label(self) -> str:
+        return "FAIL" if self.status == FAIL else self.status
+
+    def describe(self, reference: str) -> str:
+        """``peak memory 1843 MiB vs baseline 1500 MiB (+22.9%, threshold 10%, runs=1/3)``"""
+        if self.value is None or self.reference is None or self.change is None:
+            return f"{self.metric.name}: {self.reason}"
+        n, m = self.runs
+        text = (
+            f"{self.metric.name} {self.metric.text(self.value)} vs {reference} {self.metric.text(self.reference)} "
+            f"({self.change:+.1%}, threshold {self.threshold:.0%}, runs={n}/{m})"
+        )
+        return text + (f": {self.reason}" if self.reason else "")
+
+    def to_json(self) -> dict[str, Any]:
+        value = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "metric"}
+        return {"metric": self.metric.name, "unit": self.metric.unit, **value}
+
+
+def judge_figure(
+    metric: metrics.Metric, threshold: float, new: list[float], old: list[float], result: Result, baseline: Entry
+) -> MetricVerdict:
+    """A figure that is one number per run: the median of each side's per-run figures, and a plain threshold on
+    their relative change (no rounds, so no test)."""
+    verdict = MetricVerdict(metric, NO_FIGURE, threshold, runs=(len(new), len(old)))
+    if not new or not old:
+        if new:
+            verdict.reason = "the baseline has none (its runs measured none, or it was stored before zvperf kept them)"
+        else:
+            which = "the run has none" if old else "neither the run nor the baseline has one"
+            verdict.reason = f"{which} ({metric.why_none(result.facts)})"
+        return verdict
+    verdict.value, verdict.reference = statistics.median(new), statistics.median(old)
+    verdict.change = verdict.value / verdict.reference - 1 if verdict.reference else math.inf
+    if metric.throttle_sensitive and (result.throttled or baseline.throttled):
+        verdict.status = INCONCLUSIVE
+        verdict.reason = f"the GPU throttled during the {'run' if result.throttled else 'baseline run'}"
+    elif verdict.change > threshold:
+        verdict.status = FAIL
+    elif verdict.change < -threshold:
+        verdict.status = IMPROVED
+    else:
+        verdict.status = PASS
+    return verdict
+
+
+@dataclasses.dataclass
 class Verdict:
     id: str
     status: str
@@ -109,6 +187,12 @@ class Verdict:
     confirmed: str = ""  # how an A/B confirmation in this job decided it, when one did
     problems: list[str] = dataclasses.field(default_factory=list)  # why it cannot be judged (noise, rounds)
     rule: Rule = Rule()
+    metrics: list[MetricVerdict] = dataclasses.field(default_factory=list)  # figures gate.toml asks to judge
+
+    @property
+    def failing(self) -> bool:
+        """It fails the gate: by its status, or by a figure over its threshold."""
+        return self.status in FAILING or any(m.status == FAIL for m in self.metrics)
 
     @property
     def message(self) -> str:
@@ -133,7 +217,8 @@ class Verdict:
         text = f"{self.label:<12}  {self.message}" + (f": {self.reason}" if self.reason else "")
         if self.confirmed:
             text += f" [confirmed: {self.confirmed}]"
-        return [text] + [f"{'':<12}  warning: {w}" for w in self.warnings]
+        figures = [f"{m.label:<12}  {self.id}: {m.describe(self.reference)}" for m in self.metrics]
+        return [text, *figures] + [f"{'':<12}  warning: {w}" for w in self.warnings]
 
     def decide(self) -> None:
         """The status, from the change, the adjusted p-value and the problems (once p_adjusted is set)."""
@@ -155,9 +240,11 @@ class Verdict:
             self.status = IMPROVED
 
     def to_json(self) -> dict[str, Any]:
-        value = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("rule", "problems")}
+        skipped = ("rule", "problems", "metrics")
+        value = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skipped}
+        value["metrics"] = [m.to_json() for m in self.metrics]
         value["message"] = self.message
-        value["failing"] = self.status in FAILING
+        value["failing"] = self.failing
         return value
 
 
@@ -171,7 +258,7 @@ def _noise(result: Result, baseline: Entry, rule: Rule) -> list[str]:
         problems.append(f"too few rounds (n={n}/{m}) for p < {rule.alpha:g}")
     if result.throttled:
         problems.append("the GPU throttled during the run")
-    if any(f.startswith("throttled") for f in baseline.flags):
+    if baseline.throttled:
         problems.append("the GPU throttled during the baseline run")
     if result.spread > rule.max_spread:
         problems.append(f"noisy: IQR is {result.spread:.0%} of the median (limit {rule.max_spread:.0%})")
@@ -198,12 +285,28 @@ def _differences(result: Result, baseline: Entry, versions: dict[str, str | None
     return notes
 
 
-def judge(result: Result, baseline: Entry, rule: Rule, hardware_key: str, versions: dict[str, str | None]) -> Verdict:
+def judge(
+    result: Result,
+    baseline: Entry,
+    rule: Rule,
+    hardware_key: str,
+    versions: dict[str, str | None],
+    figures: Mapping[str, list[float]] | None = None,
+) -> Verdict:
     """One benchmark's measurements against its baseline; the status is decided once the run's p-values are
-    adjusted together (``decide_all``)."""
+    adjusted together (``decide_all``). ``figures``: the run side's per-run figures when it pools several
+    processes (default: the result's own)."""
     change = result.median / baseline.median - 1 if baseline.median else math.inf
     new, old = result.data, baseline.data
     test = mann_whitney(new, old, slower=change >= 0) if new and old else None
+    figures = metrics.per_run([result]) if figures is None else figures
+    checks = [
+        judge_figure(
+            metric, threshold, figures.get(metric.key, []), baseline.per_run.get(metric.key, []), result, baseline
+        )
+        for metric in metrics.METRICS
+        if (threshold := getattr(rule, metric.setting)) is not None and metric.applies(result.kind)
+    ]
     return Verdict(
         result.id,
         INCONCLUSIVE,
@@ -218,6 +321,7 @@ def judge(result: Result, baseline: Entry, rule: Rule, hardware_key: str, versio
         gpu=gpu_state(result),
         problems=_noise(result, baseline, rule),
         rule=rule,
+        metrics=checks,
     )
 
 
@@ -243,7 +347,7 @@ class GateReport:
 
     @property
     def failed(self) -> bool:
-        return bool(self.problems) or any(v.status in FAILING for v in self.verdicts)
+        return bool(self.problems) or any(v.failing for v in self.verdicts)
 
     def count(self, status: str) -> int:
         return sum(v.status == status for v in self.verdicts)
@@ -255,12 +359,30 @@ class GateReport:
     def header(self) -> str:
         rule = self.config.defaults
         settings = f"settings from {self.config.source}" if self.config.source else "default settings"
+        figures = [
+            f"{metric.name} is more than "
+            + (f"{threshold:.0%}" if (threshold := getattr(rule, metric.setting)) else "its per-benchmark threshold")
+            + " above the baseline's median"
+            for metric in metrics.METRICS
+            if self.config.judges(metric)
+        ]
+        figures_rule = f", when {' or '.join(figures)} (one figure per run: no test)" if figures else ""
         return (
             f"zvperf gate on {self.hardware_key} against {self.path} - fails when a median is over "
             f"{rule.threshold:.0%} slower and a one-sided Mann-Whitney U test on the raw rounds gives p < "
-            f"{rule.alpha:g} after the Benjamini-Hochberg adjustment, and when a configuration is missing or "
-            f"errored ({settings})"
+            f"{rule.alpha:g} after the Benjamini-Hochberg adjustment{figures_rule}, and when a configuration is "
+            f"missing or errored ({settings})"
         )
+
+    def figure_counts(self) -> str:
+        """``; peak memory: 1 over the threshold, 2 within`` for each figure judged, or nothing."""
+        parts = []
+        for metric in metrics.METRICS:
+            counts = Counter(m.status for v in self.verdicts for m in v.metrics if m.metric == metric)
+            if counts:
+                said = ", ".join(f"{counts[s]} {_METRIC_COUNTED_AS[s]}" for s in METRIC_STATUSES if counts[s])
+                parts.append(f"; {metric.name}: {said}")
+        return "".join(parts)
 
     def summary(self) -> str:
         """The last line: the outcome, and how many configurations were judged."""
@@ -274,8 +396,10 @@ class GateReport:
             outcome = "passed"
         decided = ", ".join(f"{self.count(s)} {_COUNTED_AS[s]}" for s in JUDGED)
         others = ", ".join(f"{self.count(s)} {_COUNTED_AS[s]}" for s in STATUSES if s not in JUDGED and self.count(s))
-        return f"gate {outcome}: judged {self.judged} of {total} configurations ({decided})" + (
-            f"; not judged: {others}" if others else ""
+        return (
+            f"gate {outcome}: judged {self.judged} of {total} configurations ({decided})"
+            + (f"; not judged: {others}" if others else "")
+            + self.figure_counts()
         )
 
     def lines(self) -> list[str]:

@@ -98,7 +98,7 @@ class Measurement:
             data=tuple(_significant(v, 4) for v in order_statistics(result.data, MAX_STORED_ROUNDS)),
             rtf=_optional(facts.rtf, 4),
             peak_memory_mib=None if facts.peak_memory_mib is None else float(round(facts.peak_memory_mib)),
-            joules_per_audio_second=_optional(facts.gpu_telemetry.get("joules_per_audio_second"), 4),
+            joules_per_audio_second=_optional(facts.joules_per_audio_second, 4),
             flags=tuple(sorted({flag.partition(":")[0] for flag in facts.flags})),
         )
 

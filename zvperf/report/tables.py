@@ -320,7 +320,7 @@ def telemetry(section: Section) -> dict[str, Any]:
                 "kind": row.main.kind,
                 "memory_mib": _number(memory, 0),
                 "power_w": _number(row.facts.gpu_telemetry.get("power_w_mean"), 1),
-                "joules_per_audio_second": _number(row.facts.gpu_telemetry.get("joules_per_audio_second"), 2),
+                "joules_per_audio_second": _number(row.facts.joules_per_audio_second, 2),
             }
         )
     # Why power and energy are missing, when they are (a CPU run, or NVML absent): the suite's own words.

@@ -45,7 +45,7 @@ def _figures(result: Result) -> Iterator[tuple[str, float]]:
     extra = {
         "rtf": facts.rtf,
         "peak memory": facts.peak_memory_mib,
-        "energy per audio second": facts.gpu_telemetry.get("joules_per_audio_second"),
+        "energy per audio second": facts.joules_per_audio_second,
     }
     for what, value in extra.items():
         if value is not None:
@@ -57,13 +57,6 @@ def _exported(results: ResultsFile) -> list[Result]:
     if not kept:
         raise ZvperfError(f"{results.path}: every benchmark has an injected slowdown; there is nothing to export.")
     return kept
-
-
-BENCHER_MEASURES = {
-    "rtf": "rtf",
-    "peak memory": "peak-memory-mib",
-    "energy per audio second": "energy-per-audio-second",
-}
 
 
 def to_bencher(results: ResultsFile) -> dict[str, dict[str, dict[str, float]]]:

@@ -81,14 +81,31 @@ class BenchmarkFacts:
         return bool(self.gpu_telemetry.get("throttled"))
 
     @property
-    def peak_memory_mib(self) -> float | None:
-        """torch's peak allocation on a GPU run (NVML's figure for this process where the backend allocates
-        outside torch), else the process's peak resident memory."""
+    def gpu_peak_memory_mib(self) -> float | None:
+        """torch's peak allocation on a GPU run, or NVML's figure for this process where the backend allocates
+        outside torch; None on a CPU run, and on a GPU run without either."""
         if "torch_peak_allocated_mib" in self.telemetry:
             return self.telemetry["torch_peak_allocated_mib"]
-        if self.gpu_telemetry.get("process_memory_mib_peak") is not None:
-            return self.gpu_telemetry["process_memory_mib_peak"]
-        return (self.telemetry.get("cpu") or {}).get("rss_mib_peak")
+        return self.gpu_telemetry.get("process_memory_mib_peak")
+
+    @property
+    def peak_memory_mib(self) -> float | None:
+        """``gpu_peak_memory_mib`` where there is one, else the process's peak resident memory."""
+        gpu = self.gpu_peak_memory_mib
+        return gpu if gpu is not None else (self.telemetry.get("cpu") or {}).get("rss_mib_peak")
+
+    @property
+    def device_peak_memory_mib(self) -> float | None:
+        """The peak memory of the device the benchmark ran on: on a GPU the GPU's figure alone (None without one,
+        never the host's resident memory in its place), else the process's resident memory. What the gate
+        compares, so that a GPU row is never judged on host memory."""
+        return self.gpu_peak_memory_mib if self.device == "cuda" else self.peak_memory_mib
+
+    @property
+    def joules_per_audio_second(self) -> float | None:
+        """The GPU's energy per second of audio produced (the energy counter over the whole timed block); None on a
+        CPU run, without NVML, or where the counter did not advance."""
+        return self.gpu_telemetry.get("joules_per_audio_second")
 
     def with_flag(self, code: str, detail: str) -> BenchmarkFacts:
         text = f"{code}: {detail}"
