@@ -43,7 +43,6 @@ import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 
-from asv.step_detect import detect_regressions, detect_steps
 from scipy import stats
 
 from zvperf.history.releases import Release
@@ -161,6 +160,8 @@ def _drift(points: Sequence[Point], levels: Sequence[tuple[int, int, float]]) ->
 def _standing(steps: list[tuple], since: int, points: Sequence[Point]) -> tuple[Change, ...]:
     """asv's regressions among the levels from ``since`` on: upward steps not undone since."""
     clipped = [(max(left, since), right, *rest) for left, right, *rest in steps if right > since]
+    from asv.step_detect import detect_regressions  # imported here, as in trend()
+
     _, _, positions = detect_regressions(clipped, threshold=REGRESSION_THRESHOLD)
     found = [Change(after, points[after].commit, before, best) for _, after, before, best in positions or []]
     return tuple(sorted(found, key=lambda change: change.ratio, reverse=True))
@@ -207,6 +208,10 @@ def trend(benchmark: str, commits: Sequence[Sequence[Run]], release: Release | N
     if not found:
         raise ValueError(f"no run measured {benchmark!r}")
     points = [point for point, _ in found]
+    # asv is imported where it is used, so that report and gate, which import this module, run where asv is
+    # not installed (the GPU check's offline machine has no asv) as long as no history is asked for.
+    from asv.step_detect import detect_steps
+
     steps = detect_steps([point.median for point in points])
     levels = tuple((left, right, level) for left, right, level, *_ in steps)
     changes = tuple(
