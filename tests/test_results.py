@@ -65,7 +65,7 @@ def test_baselines_are_written_with_their_format_and_a_newer_one_is_left_alone(t
     written["format"] = baselines.BASELINE_FORMAT + 1
     text = json.dumps(written)
     summary.path.write_text(text)
-    with pytest.raises(ZvperfError, match="has format 3, not one this zvperf reads"):
+    with pytest.raises(ZvperfError, match=f"has format {baselines.BASELINE_FORMAT + 1}, not one this zvperf reads"):
         baselines.update(tmp_path / "bl", results)
     assert summary.path.read_text() == text
     assert KEY in summary.path.name

@@ -258,7 +258,7 @@ class ResultsFile:
 
     @property
     def gemm_rates(self) -> dict[str, Any]:
-        """The attainable matrix-multiply rate per precision (format 3 on; empty before)."""
+        """The attainable matrix-multiply rate per precision (format 4 on; empty before)."""
         return self.zvperf_machine.get("gemm") or {}
 
     @property
