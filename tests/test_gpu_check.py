@@ -21,7 +21,12 @@ ROOT = Path(__file__).parents[1]
 
 def check(tmp_path: Path, budget: float = 300.0) -> gpu_check.Check:
     args = argparse.Namespace(
-        budget=budget, baselines_dir=ROOT / "baselines", cases=CONFORMANCE, weights="synthetic", rounds=2
+        budget=budget,
+        baselines_dir=ROOT / "baselines",
+        cases=CONFORMANCE,
+        weights="synthetic",
+        rounds=2,
+        backends=gpu_check.GPU_BACKENDS,
     )
     return gpu_check.Check(tmp_path / "out", time.monotonic() + budget, args)
 
@@ -128,3 +133,53 @@ def test_every_gpu_backend_and_precision_gets_a_conformance_step(tmp_path):
     assert len(names) == 15 and "conform ort-trt fp16" in names and "conform compile bf16" in names
     assert "conform trt bf16" not in names  # what a backend does not have is not asked of it
     assert all(step.status == "skipped" and "no CUDA device" in step.detail for step in runner.steps)
+
+
+def test_a_step_stopped_before_pytest_benchmark_saved_adds_no_results_and_says_so(tmp_path):
+    """pytest-benchmark opens its JSON file at the start: a step killed at its limit leaves it empty."""
+    runner = check(tmp_path)
+    runner.work = tmp_path
+    step = gpu_check.Step("suite compile")
+    empty = tmp_path / "suite-compile.json"
+
+    def stopped(step: gpu_check.Step, limit: float) -> gpu_check.Step:
+        empty.touch()
+        step.status, step.detail = "timed out", "stopped after its limit of 1 s"
+        return step
+
+    runner._execute = stopped  # type: ignore[method-assign]
+    assert runner._pytest(step, [], 1.0, []) is None
+    assert step.status == "timed out" and "no results written" in step.detail
+
+
+def test_a_failure_of_the_check_itself_is_a_failed_step_and_the_summary_is_still_written(tmp_path, monkeypatch):
+    runner = check(tmp_path)
+    runner.output.mkdir(parents=True)
+    monkeypatch.setattr(gpu_check, "environment", lambda: {"gpus": ["a GPU"]})
+
+    def broken() -> None:
+        raise KeyError("benchmarks")
+
+    runner._steps = broken  # type: ignore[method-assign]
+    assert runner.run() == 1
+    summary = json.loads((runner.output / "summary.json").read_text())
+    assert summary["steps"][-1] == {
+        "name": "check",
+        "status": "failed",
+        "seconds": 0.0,
+        "detail": "the check stopped: KeyError: 'benchmarks'",
+        "command": [],
+        "tests": {},
+    }
+
+
+def test_backends_restrict_the_check_and_an_unknown_one_is_a_usage_error(tmp_path, capsys):
+    runner = check(tmp_path)
+    runner.args.backends = gpu_check.backend_list("cudagraph,torch")
+    assert runner.args.backends == ("torch", "cudagraph")
+    runner._conformance()
+    assert [step.name for step in runner.steps] == [
+        f"conform {b} {p}" for b in ("torch", "cudagraph") for p in gpu_check.PRECISIONS
+    ]
+    assert main(["gpu-check", str(tmp_path / "out"), "--backends", "torch,tpu"]) == 2
+    assert "'torch,tpu' is not a comma-separated list of GPU backends" in capsys.readouterr().err

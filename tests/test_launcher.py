@@ -113,3 +113,18 @@ def test_a_failed_shard_makes_bench_exit_non_zero_and_its_reasons_reach_the_merg
         "outcome": "failed",
         "reason": "this GPU broke (a fake failure)",
     }
+
+
+def test_a_shard_stopped_before_it_saved_is_left_out_and_a_corrupt_one_named(tmp_path):
+    """pytest-benchmark creates its JSON file when it starts and fills it at the end: a shard killed in between
+    leaves an empty file, which is no results rather than a crash of the merge."""
+    saved = tmp_path / "0.json"
+    saved.write_text(json.dumps({"machine_info": {"zvperf": {"hardware_key": "nvidia-h100"}}, "benchmarks": []}))
+    stopped = tmp_path / "1.json"
+    stopped.touch()
+    assert merge([saved, stopped])["machine_info"]["zvperf"]["hardware_key"] == "nvidia-h100"
+    with pytest.raises(ZvperfError, match="no shard wrote results"):
+        merge([stopped])
+    stopped.write_text('{"machine_info": ')
+    with pytest.raises(ZvperfError, match=r"1\.json: not valid JSON"):
+        merge([saved, stopped])

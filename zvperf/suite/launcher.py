@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from zvperf.errors import ZvperfError
-from zvperf.files import write_atomic
+from zvperf.files import read_json, write_atomic
 
 # What every benchmark process collects: the suite's own module, so an installed zvperf runs it from anywhere.
 BENCHMARKS_MODULE = "zvperf.suite.benchmarks"
@@ -109,9 +109,19 @@ def run_shards(gpus: Sequence[str], pytest_args: Sequence[str], workdir: Path) -
     return [out for _, out, _, _ in processes], failed
 
 
+def _read_shard(path: Path) -> dict[str, Any] | None:
+    """A shard's results, or None where it wrote none: no file, or the empty one pytest-benchmark creates when it
+    starts and fills only at the end (a shard that crashed or was stopped)."""
+    path = Path(path)
+    if not path.is_file() or not path.stat().st_size:
+        return None
+    shard: dict[str, Any] = read_json(path)
+    return shard
+
+
 def merge(paths: Sequence[Path]) -> dict[str, Any]:
     """One pytest-benchmark JSON from shards measured on the same kind of GPU (one hardware key)."""
-    shards = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths if Path(p).is_file()]
+    shards = [shard for shard in map(_read_shard, paths) if shard is not None]
     if not shards:
         raise ZvperfError("no shard wrote results (was every benchmark skipped or deselected?).")
     keys = sorted({s["machine_info"].get("zvperf", {}).get("hardware_key", "unknown") for s in shards})
