@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from tests.helpers import CASE_DIRS, CONFORMANCE, tiny_weights
+from tests.helpers import CASE_DIRS, CONFORMANCE, tiny_config, tiny_weights
 from zvperf.cli import main
 from zvperf.engine.config import ModelConfig
 from zvperf.engine.conformance import load_case, run_case
@@ -214,3 +214,30 @@ def test_frame_token_index_by_hand():
     assert index.tolist() == [[0, 0, 1, 1, 2, 2, 3], [0, 0, 1, 1, 2, 2, 2]]
     # more tokens than frames: every frame reads the pad
     assert frame_token_index([2], [3], 2).tolist() == [[3, 3]]
+
+
+@pytest.mark.parametrize("model_name", ["zipvoice", "zipvoice_distill"])
+def test_synthetic_weights_start_residual_branches_small_as_the_official_initialisation_does(model_name):
+    """Each of the official initial scales reaches the layers it names (a renamed layer would silently lose it),
+    and those layers' weights and biases lie within the scale times torch's default bounds."""
+    from zvperf.engine import weights
+
+    config = tiny_config()
+    model, _ = weights.synthetic_model(model_name, config=config)
+    unscaled = type(model).from_config(config, vocab_size=model.vocab_size, pad_id=model.pad_id)
+    scaled_any = {pattern.pattern: False for pattern, _ in weights._OFFICIAL_INIT_SCALES}
+    for name, module in model.named_modules():
+        for pattern, scale_of in weights._OFFICIAL_INIT_SCALES:
+            if not pattern.search(name):
+                continue
+            scaled_any[pattern.pattern] = True
+            scale = scale_of(config)
+            assert float(module.weight.abs().max()) <= scale * module.weight.shape[1] ** -0.5 + 1e-7, name
+            if module.bias is not None:
+                assert float(module.bias.abs().max()) <= 0.1 * scale, name
+    expected = {p for p in scaled_any if "guidance" not in p or model_name == "zipvoice_distill"}
+    assert {p for p, found in scaled_any.items() if found} == expected
+    # and the rest keeps torch's default initialisation: an input projection is no smaller than a default one
+    name = "fm_decoder.encoders.0.layers.0.feed_forward1.in_proj"
+    default = dict(unscaled.named_modules())[name].weight
+    assert float(dict(model.named_modules())[name].weight.abs().max()) > 0.5 * float(default.abs().max())
