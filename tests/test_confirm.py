@@ -88,8 +88,8 @@ def test_test_names_select_exactly_one_benchmark():
 
 # For real: the tiny model's 1-step solver, a base checkout that is a copy of this code in a git repository
 # of its own (as the GPU workflow's .zvperf-base is a checkout of the base commit), run with this environment.
-SUITE_ARGS = ("--zv-device=cpu", "--zv-models=zipvoice_distill", "--zv-steps=1", "-k", "solver", "--zv-lengths=1000")
-TIMING = ("--zv-rounds=9", "--zv-warmup=2")
+SUITE_ARGS = ("--zv-device=cpu", "--zv-models=zipvoice_distill", "--zv-steps=1", "-k", "solver", "--zv-lengths=500")
+TIMING = ("--zv-rounds=5", "--zv-warmup=1")
 
 
 @pytest.fixture(scope="module")
