@@ -63,3 +63,17 @@ def write_official_dir(weights, directory, checkpoint="model.pt"):
     weights.tokenizer.vocabulary.write(directory / "tokens.txt")
     save_vocos_dir(weights.vocoder, TINY_VOCOS_CONFIG, directory / "vocos")
     return directory
+
+
+def run_tiny_benchmarks(pytester, weights_root: Path, *args: str):
+    """The package's solver benchmarks of the tiny zipvoice_distill (official layout under ``weights_root``) at 2
+    steps and 100 frames on the CPU, 2 rounds, in pytester's directory: (pytest's result, the JSON's path)."""
+    write_official_dir(tiny_weights("zipvoice_distill"), weights_root / "zipvoice_distill")
+    pytester.makepyfile(test_benchmarks=(Path(__file__).parent / "test_benchmarks.py").read_text())
+    out = pytester.path / "out.json"
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--benchmark-only", f"--benchmark-json={out}", "--zv-device=cpu",
+        f"--zv-weights={weights_root}", "--zv-models=zipvoice_distill", "--zv-steps=2", "--zv-lengths=100",
+        "--zv-rounds=2", "-k", "solver", *args,
+    )  # fmt: skip
+    return result, out

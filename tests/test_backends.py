@@ -155,17 +155,9 @@ def test_a_backend_that_disagrees_fails_its_benchmark_untimed(pytester, monkeypa
 def test_a_cpu_backend_is_verified_then_timed(pytester, tmp_path):
     if importlib.util.find_spec("onnxruntime") is None:
         pytest.skip("onnxruntime is not installed")
-    from tests.helpers import write_official_dir
+    from tests.helpers import run_tiny_benchmarks
 
-    root = tmp_path / "weights"
-    write_official_dir(tiny_weights("zipvoice_distill"), root / "zipvoice_distill")
-    pytester.makepyfile(test_benchmarks=(CASE_DIRS[0].parents[2] / "test_benchmarks.py").read_text())
-    out = pytester.path / "out.json"
-    result = pytester.runpytest(
-        "-p", "no:cacheprovider", "--benchmark-only", f"--benchmark-json={out}", "--zv-device=cpu",
-        f"--zv-weights={root}", "--zv-models=zipvoice_distill", "--zv-steps=2", "--zv-backends=ort-cpu",
-        "--zv-lengths=100", "--zv-batch=1,2", "--zv-rounds=2", "--zv-warmup=1", "-k", "solver",
-    )  # fmt: skip
+    result, out = run_tiny_benchmarks(pytester, tmp_path / "weights", "--zv-backends=ort-cpu", "--zv-batch=1,2")
     result.assert_outcomes(passed=2)
     saved = json.loads(out.read_text())
     # What the session really ran on, as ONNX Runtime reports it.

@@ -67,18 +67,10 @@ def test_every_solver_row_reports_its_flop_rate_and_fraction_of_the_measured_gem
     """In the JSON (extra_info and machine_info), the summary table and both reports."""
     import json
 
-    from tests.helpers import CASE_DIRS, tiny_weights, write_official_dir
+    from tests.helpers import run_tiny_benchmarks, tiny_weights
     from zvperf.cli import main
 
-    root = tmp_path / "weights"
-    write_official_dir(tiny_weights("zipvoice_distill"), root / "zipvoice_distill")
-    pytester.makepyfile(test_benchmarks=(CASE_DIRS[0].parents[2] / "test_benchmarks.py").read_text())
-    out = pytester.path / "out.json"
-    result = pytester.runpytest(
-        "-p", "no:cacheprovider", "--benchmark-only", f"--benchmark-json={out}", "--zv-device=cpu",
-        f"--zv-weights={root}", "--zv-models=zipvoice_distill", "--zv-steps=2", "--zv-lengths=100",
-        "--zv-batch=1,2", "--zv-rounds=2", "--zv-warmup=0", "-k", "solver",
-    )  # fmt: skip
+    result, out = run_tiny_benchmarks(pytester, tmp_path / "weights", "--zv-batch=1,2", "--zv-warmup=0")
     result.assert_outcomes(passed=2)
     data = json.loads(out.read_text())
     gemm = data["machine_info"]["zvperf"]["gemm"]["fp32"]

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from tests.helpers import CASE_DIRS, tiny_config, tiny_weights, write_official_dir
+from tests.helpers import CASE_DIRS, run_tiny_benchmarks, tiny_config, tiny_weights, write_official_dir
 from zvperf.backends import BackendUnavailable, check_runnable, get_backend
 from zvperf.engine.precision import relative_error
 from zvperf.engine.weights import synthetic_model
@@ -92,15 +92,7 @@ def test_the_official_solve_agrees_with_zvperf_on_the_same_weights(model_name):
 
 @needs_official
 def test_the_official_row_is_verified_then_timed(pytester, tmp_path):
-    root = tmp_path / "weights"
-    write_official_dir(tiny_weights("zipvoice_distill"), root / "zipvoice_distill")
-    pytester.makepyfile(test_benchmarks=BENCHMARKS)
-    out = pytester.path / "out.json"
-    result = pytester.runpytest(
-        "-p", "no:cacheprovider", "--benchmark-only", f"--benchmark-json={out}", "--zv-device=cpu",
-        f"--zv-weights={root}", "--zv-models=zipvoice_distill", "--zv-steps=2", "--zv-backends=official",
-        "--zv-lengths=100", "--zv-rounds=2", "--zv-warmup=0", "-k", "solver",
-    )  # fmt: skip
+    result, out = run_tiny_benchmarks(pytester, tmp_path / "weights", "--zv-backends=official", "--zv-warmup=0")
     result.assert_outcomes(passed=1)
     (bench,) = json.loads(out.read_text())["benchmarks"]
     assert bench["extra_info"]["backend"] == "official" and bench["extra_info"]["verified_error"] <= 1e-4
