@@ -331,3 +331,24 @@ def test_the_avx2_baseline_is_of_an_avx2_machine_and_the_cpu_reports_have_a_base
     for report in (root / "reports" / "cpu").glob("*.json"):
         key = json.loads(report.read_text())["machine_info"]["zvperf"]["hardware_key"]
         assert key != stored.hardware_key and (root / "baselines" / f"{key}.json").is_file(), report.name
+
+
+def test_a_cuda_run_without_a_gpu_is_not_judged_against_this_cpus_baseline(pytester: pytest.Pytester, tmp_path: Path):
+    """Every benchmark of such a run skips (tox -e bench-gpu on a CPU machine); keyed to the CPU, the CPU's own
+    baseline would read as all missing and fail the gate."""
+    import torch
+
+    from tests.helpers import run_tiny_benchmarks
+    from zvperf.suite.machine import NO_GPU_KEY
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    assert hardware_key("cuda") == NO_GPU_KEY != hardware_key("cpu")
+    stored = f"--zv-baselines-dir={tmp_path / 'baselines'}"
+    result, _ = run_tiny_benchmarks(pytester, tmp_path / "weights", stored, "--zv-update-baseline", "--zv-warmup=0")
+    assert result.ret == pytest.ExitCode.OK and baselines.hardware_keys(tmp_path / "baselines") == [hardware_key("cpu")]
+    result, _ = run_tiny_benchmarks(pytester, tmp_path / "weights", stored, "--zv-gate", "--zv-device=cuda")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("skipped") and "passed" not in outcomes and "failed" not in outcomes
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines([f"*no baseline file for this hardware ({NO_GPU_KEY})*"])

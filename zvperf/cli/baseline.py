@@ -33,9 +33,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _hardware_key(args: argparse.Namespace) -> str:
     if args.hardware_key:
         return args.hardware_key
-    from zvperf.suite.machine import hardware_key  # imports torch: only when the key is not given
+    import torch  # only when the key is not given
 
-    key = hardware_key("cuda")  # the GPU's key when CUDA is available, else the CPU's
+    from zvperf.suite.machine import hardware_key
+
+    key = hardware_key("cuda" if torch.cuda.is_available() else "cpu")  # the GPU's key where there is one
     if key not in baselines.hardware_keys(args.baselines_dir):
         present = ", ".join(baselines.hardware_keys(args.baselines_dir)) or "none"
         raise ZvperfError(

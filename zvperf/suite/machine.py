@@ -177,13 +177,17 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
+# The key of a run for CUDA where there is no CUDA device: every benchmark skipped, and no baseline of this
+# machine's CPU may be judged against it (its CPU rows would all read as missing).
+NO_GPU_KEY = "cuda-unavailable"
+
+
 def hardware_key(device: str) -> str:
     """``nvidia-h100-80gb-hbm3`` for a GPU run, ``cpu-<vendor and model>[-f<family>m<model>]-<isa>-<cores>c``
-    (CpuIdentity.key) for a CPU run."""
+    (CpuIdentity.key) for a CPU run, ``NO_GPU_KEY`` for a CUDA run without a GPU."""
     if device == "cuda":
         gpu = gpu_info()
-        if gpu is not None:
-            return _slug(gpu["name"])
+        return _slug(gpu["name"]) if gpu is not None else NO_GPU_KEY
     return cpu_identity().key
 
 
