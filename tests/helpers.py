@@ -4,7 +4,10 @@ layout. Fixtures are in conftest.py; tests import these."""
 from __future__ import annotations
 
 import json
+import multiprocessing
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -77,3 +80,16 @@ def run_tiny_benchmarks(pytester, weights_root: Path, *args: str):
         "--zv-rounds=2", "-k", "solver", *args,
     )  # fmt: skip
     return result, out
+
+
+def run_at_once(target: Callable[..., Any], arguments: Sequence[tuple[Any, ...]]) -> None:
+    """``target(*args, barrier)`` in one fresh process per ``args``, released together at the barrier; asserts each
+    process exits 0 within two minutes."""
+    context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's threads
+    barrier = context.Barrier(len(arguments))
+    workers = [context.Process(target=target, args=(*args, barrier)) for args in arguments]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0

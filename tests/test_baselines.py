@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 from pathlib import Path
 
 import pytest
 
 from tests.gate_data import KEY, bench, spread_rounds, update_many, write_results
+from tests.helpers import run_at_once
 from zvperf.cli import main
 from zvperf.errors import ZvperfError
 from zvperf.gate import baselines
@@ -156,15 +156,8 @@ def test_runs_of_different_commits_machines_or_software_do_not_pool(tmp_path: Pa
 
 
 def test_two_processes_updating_at_once_lose_no_entry(tmp_path: Path):
-    context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's threads
-    start = context.Barrier(2)
     count = 25
-    workers = [context.Process(target=update_many, args=(tmp_path, p, count, start)) for p in ("a", "b")]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=120)
-        assert worker.exitcode == 0
+    run_at_once(update_many, [(tmp_path, prefix, count) for prefix in ("a", "b")])
     stored = baselines.read(tmp_path / "bl" / f"{KEY}.json")
     assert stored is not None
     assert sorted(stored.entries) == sorted(f"{p}{i} solver" for p in ("a", "b") for i in range(count))

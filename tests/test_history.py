@@ -8,7 +8,6 @@ The synthetic history (tests/history_data.py) has 40 commits: a 10% step at comm
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import random
 import re
@@ -20,6 +19,7 @@ import pytest
 
 from tests import history_data as synthetic
 from tests.gate_data import bench, spread_rounds
+from tests.helpers import run_at_once
 from zvperf.cli import main
 from zvperf.history import store, trends
 from zvperf.history.releases import Release, find_release
@@ -301,15 +301,7 @@ def test_rounds_are_bounded_and_a_year_of_the_guide_matrix_stays_a_few_mb(tmp_pa
 
 
 def test_appends_from_two_processes_at_once_lose_nothing(tmp_path):
-    context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's threads
-    start = context.Barrier(2)
-    shares = (range(0, 15), range(15, 30))
-    workers = [context.Process(target=synthetic.append_many, args=(tmp_path, share, start)) for share in shares]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=120)
-        assert worker.exitcode == 0
+    run_at_once(synthetic.append_many, [(tmp_path, range(0, 15)), (tmp_path, range(15, 30))])
     runs = store.read(tmp_path / "history" / f"{synthetic.KEY}.jsonl")
     assert sorted(run.commit for run in runs) == sorted(synthetic.commit_id(k) for k in range(30))
     assert not list((tmp_path / "history").glob(".*.tmp"))  # no temporary file left behind
