@@ -238,12 +238,13 @@ class Check:
         elif step.status == "ok" and not counts["PASSED"]:
             step.status = "failed"  # nothing was timed
         step.detail = "; ".join(details)
-        if json_path.is_file() and not json_path.stat().st_size:
-            # pytest-benchmark creates the file when it starts and fills it at the end: a step stopped at its
-            # limit leaves it empty.
+        # pytest-benchmark creates the file when it starts and fills it at the end: a step stopped at its limit
+        # leaves it empty.
+        saved = json_path.is_file() and json_path.stat().st_size > 0
+        if json_path.is_file() and not saved:
             step.detail += "; no results written (stopped before pytest-benchmark saved them)"
         self._say(f"[{step.name}] {step.status}: {step.detail}")
-        return json_path if json_path.is_file() and json_path.stat().st_size else None
+        return json_path if saved else None
 
     def _merge(self, parts: Sequence[Path]) -> Path | None:
         from zvperf.suite.launcher import merge
