@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ from zvperf.engine.weights import Weights, synthetic_model
 DATA = Path(__file__).parent / "data"
 CONFORMANCE = DATA / "conformance"
 CASE_DIRS = sorted(p for p in CONFORMANCE.iterdir() if p.is_dir())
+# Bounds a hang only: what tests wait for (a file another process writes, a worker's exit) comes within a second on a
+# quiet machine and within seconds on one loaded twice over.
+WAIT_S = 120.0
 
 
 # A Vocos small enough for fast tests, with the real mel-24khz front end and ISTFT head.
@@ -84,12 +88,43 @@ def run_tiny_benchmarks(pytester, weights_root: Path, *args: str):
 
 def run_at_once(target: Callable[..., Any], arguments: Sequence[tuple[Any, ...]]) -> None:
     """``target(*args, barrier)`` in one fresh process per ``args``, released together at the barrier; asserts each
-    process exits 0 within two minutes."""
+    process exits 0 (WAIT_S bounds a hang)."""
     context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's threads
     barrier = context.Barrier(len(arguments))
     workers = [context.Process(target=target, args=(*args, barrier)) for args in arguments]
     for worker in workers:
         worker.start()
     for worker in workers:
-        worker.join(timeout=120)
+        worker.join(timeout=WAIT_S)
         assert worker.exitcode == 0
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
+    """Poll ``condition`` until it returns something true, and return that; fails naming ``what`` after
+    ``timeout_s``. For conditions no event announces (a file another process writes)."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s:g} s"
+        time.sleep(0.01)
+    return value
+
+
+def spawning_code(pid_file: Path, then: str = "p.wait()") -> str:
+    """Python source for a child that starts a grandchild (which sleeps for ten minutes), writes the grandchild's
+    id to ``pid_file`` (whole, through a rename) and then runs ``then`` (by default: waits for it)."""
+    return (
+        "import os, subprocess, sys\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        f"open({str(pid_file)!r} + '.tmp', 'w').write(str(p.pid))\n"
+        f"os.replace({str(pid_file)!r} + '.tmp', {str(pid_file)!r})\n"
+        f"{then}\n"
+    )
+
+
+def running(pid: int) -> bool:
+    """Whether a process is alive (a killed one may stay a zombie until its new parent reaps it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")

@@ -1,6 +1,6 @@
 """The package's layers: each imports only from the layers below it, and the torch-free ones stay torch-free.
 
-cli -> report -> suite -> gate / history / results -> backends -> engine -> files, errors, argtypes
+cli -> report -> suite -> gate / history / results -> backends -> engine -> files, processes, errors, argtypes
 (gate and history may use results, never the reverse nor each other; report uses results and reads the history).
 """
 
@@ -30,6 +30,7 @@ LAYERS = {
     "models": 2.5,  # the public import path of the engine's models
     "engine": 2,
     "files": 1,
+    "processes": 1,  # child processes in groups of their own, stopped with all they started
     "argtypes": 1,
     "errors": 0.5,
     "__init__": 0,  # the package's version string

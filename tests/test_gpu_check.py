@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import CASE_DIRS, CONFORMANCE, DATA
+from tests.helpers import CASE_DIRS, CONFORMANCE, DATA, WAIT_S, running, spawning_code
+from zvperf import processes
 from zvperf.cli import gpu_check, main
+
+pytestmark = pytest.mark.processes
 
 ROOT = Path(__file__).parents[1]
 
@@ -32,17 +35,15 @@ def check(tmp_path: Path, budget: float = 300.0) -> gpu_check.Check:
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
-def test_without_a_gpu_it_says_so_and_exits_non_zero_within_a_minute(tmp_path):
+def test_without_a_gpu_it_says_so_and_stops_at_its_first_step(tmp_path):
     out = tmp_path / "out"
-    start = time.monotonic()
     completed = subprocess.run(
         [sys.executable, "-m", "zvperf", "gpu-check", str(out)],
         capture_output=True,
         text=True,
         cwd=ROOT,
-        timeout=60,
+        timeout=WAIT_S,  # bounds a hang only
     )
-    assert time.monotonic() - start < 60
     assert completed.returncode == gpu_check.NO_GPU_EXIT
     assert "[gpu] failed: no CUDA GPU: torch.cuda.is_available() is False" in completed.stdout
     assert "torch: 2.11" in completed.stdout and "onnxruntime_providers:" in completed.stdout  # versions first
@@ -54,29 +55,20 @@ def test_without_a_gpu_it_says_so_and_exits_non_zero_within_a_minute(tmp_path):
 
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads process states from /proc (Linux)")
 def test_a_step_past_its_limit_is_stopped_with_everything_it_started(tmp_path, monkeypatch):
-    """A hanging build (here a child that started a grandchild) is one timed-out step; nothing of it lives on."""
+    """A hanging build (here a child that started a grandchild) is one timed-out step; nothing of it lives on when
+    the step is reported. The child must have started its grandchild before the limit for this to prove anything:
+    on a loaded machine Python can take longer than the limit to start, so the limit doubles until it has (a
+    bound of five tries: 3 s to 48 s)."""
     monkeypatch.setattr(gpu_check, "MIN_STEP_S", 0.1)
     grandchild = tmp_path / "grandchild.pid"
-    code = (
-        "import subprocess, sys\n"
-        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
-        f"open({str(grandchild)!r}, 'w').write(str(p.pid))\n"
-        "p.wait()\n"
-    )
     runner = check(tmp_path)
-    step = runner._execute(gpu_check.Step("hang", command=[sys.executable, "-c", code]), limit=3.0)
-    assert step.status == "timed out" and step.detail == "stopped after its limit of 3 s"
-    assert 3.0 <= step.seconds < 30
+    for limit in (3.0, 6.0, 12.0, 24.0, 48.0):
+        step = runner._execute(gpu_check.Step("hang", command=[sys.executable, "-c", spawning_code(grandchild)]), limit)
+        assert step.status == "timed out" and step.detail == f"stopped after its limit of {limit:.0f} s"
+        assert limit <= step.seconds < limit + processes.GONE_WAIT_S
+        if grandchild.is_file():
+            break
     assert not running(int(grandchild.read_text()))
-
-
-def running(pid: int) -> bool:
-    """Whether a process is alive (a killed one may stay a zombie until its new parent reaps it)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_steps_beyond_the_budget_are_not_run_and_fail_the_check(tmp_path):

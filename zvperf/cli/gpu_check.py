@@ -24,7 +24,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from typing import Any
 
 from zvperf.errors import ZvperfError
 from zvperf.files import write_atomic
+from zvperf.processes import not_stopped, stop_group
 
 NO_GPU_EXIT = 3
 GPU_BACKENDS = ("torch", "compile", "cudagraph", "ort-cuda", "ort-trt", "trt")
@@ -302,9 +302,11 @@ class Check:
                 step.status = "ok" if code in ok_codes else "failed"
                 step.detail = f"exit status {code}"
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
                 step.status, step.detail = "timed out", f"stopped after its limit of {limit:.0f} s"
+            # Also after an exit: what the step left running (a compile worker) must not time the next step.
+            survivors = stop_group(process)
+            if survivors:
+                step.status, step.detail = "failed", f"{step.detail}; {not_stopped(survivors)}"
             log.seek(0)
             step.output = log.read()
         step.seconds = time.monotonic() - start

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import zvperf
+from zvperf import processes
 from zvperf.backends.onnx_export import cache_dir
 from zvperf.errors import ZvperfError
 from zvperf.gate.confirm import MIN_PROCESSES, confirmed, pytest_name, to_confirm
@@ -42,10 +43,15 @@ def _run(
 ) -> ResultsFile | None:
     command = pytest_command("-q", "-p", "no:cacheprovider", f"--benchmark-json={out}", *args)
     env = _environment(code_root, cache)
-    completed = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-    if completed.returncode not in _USABLE_EXITS:
-        tail = (completed.stdout + completed.stderr).strip().splitlines() or ["no output"]
-        code = completed.returncode
+    log_path = out.with_suffix(".log")
+    # A process group of its own: nothing the benchmark process started outlives it and times the next process.
+    with (
+        log_path.open("w") as log,
+        processes.group(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT) as process,
+    ):
+        code = process.wait()
+    if code not in _USABLE_EXITS:
+        tail = log_path.read_text(errors="replace").strip().splitlines() or ["no output"]
         raise ZvperfError(f"the {side} commit's benchmark process failed (pytest exit {code}): {tail[-1]}")
     return load_results(out) if out.exists() else None
 

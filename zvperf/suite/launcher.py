@@ -11,6 +11,7 @@ GPU, and each shard holds whole configurations, so no model is built twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from zvperf import processes
 from zvperf.errors import ZvperfError
 from zvperf.files import read_json, write_atomic
 
@@ -91,22 +93,26 @@ def visible_gpu_count() -> int:
 
 def run_shards(gpus: Sequence[str], pytest_args: Sequence[str], workdir: Path) -> tuple[list[Path], list[str]]:
     """Start one ``pytest --benchmark-only`` per GPU at once, wait for all, and return their JSON files and the
-    shards that failed (a benchmark that failed or errored, a crash): the files hold what the others measured."""
-    processes = []
-    for index, gpu in enumerate(gpus):
-        out = workdir / f"shard-{index}-gpu{gpu}.json"
-        command = pytest_command(f"--benchmark-json={out}", f"--zv-shard={index}/{len(gpus)}", *pytest_args)
-        # fp32 rows are IEEE fp32: the one way to keep ONNX Runtime's TensorRT provider from TF32 (unless set).
-        env = {"NVIDIA_TF32_OVERRIDE": "0", **os.environ, "CUDA_VISIBLE_DEVICES": gpu}
-        log = (workdir / f"shard-{index}.log").open("w")
-        processes.append((gpu, out, log, subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)))
-    failed = []
-    for gpu, _, log, process in processes:
-        if process.wait() != 0:
-            tail = Path(log.name).read_text(errors="replace").strip().splitlines() or ["no output"]
-            failed.append(f"GPU {gpu} (pytest exit {process.returncode}: {tail[-1]})")
-        log.close()
-    return [out for _, out, _, _ in processes], failed
+    shards that failed (a benchmark that failed or errored, a crash): the files hold what the others measured.
+    Each shard is a process group of its own: when the launcher stops (the shards' end, Ctrl-C, an error), every
+    process any shard started is gone before it returns."""
+    outs, failed = [], []
+    with contextlib.ExitStack() as stack:
+        shards = []
+        for index, gpu in enumerate(gpus):
+            out = workdir / f"shard-{index}-gpu{gpu}.json"
+            command = pytest_command(f"--benchmark-json={out}", f"--zv-shard={index}/{len(gpus)}", *pytest_args)
+            # fp32 rows are IEEE fp32: the one way to keep ONNX Runtime's TensorRT provider from TF32 (unless set).
+            env = {"NVIDIA_TF32_OVERRIDE": "0", **os.environ, "CUDA_VISIBLE_DEVICES": gpu}
+            log = stack.enter_context((workdir / f"shard-{index}.log").open("w"))
+            process = stack.enter_context(processes.group(command, env=env, stdout=log, stderr=subprocess.STDOUT))
+            shards.append((gpu, log, process))
+            outs.append(out)
+        for gpu, log, process in shards:
+            if process.wait() != 0:
+                tail = Path(log.name).read_text(errors="replace").strip().splitlines() or ["no output"]
+                failed.append(f"GPU {gpu} (pytest exit {process.returncode}: {tail[-1]})")
+    return outs, failed
 
 
 def _read_shard(path: Path) -> dict[str, Any] | None:
