@@ -14,7 +14,7 @@ import filelock
 import pytest
 import torch
 
-from tests.helpers import tiny_config
+from tests.helpers import WAIT_S, tiny_config
 from zvperf.backends import BackendUnavailable, get_backend
 from zvperf.backends import ort as ort_backend
 from zvperf.backends.onnx_export import exported_step
@@ -268,7 +268,7 @@ def test_a_build_in_progress_is_waited_for_not_repeated(tmp_path, lock_arrivals)
         lock_arrivals.clear()
         waiter = threading.Thread(target=build_once, args=(target, lambda: builds.append("again")))
         waiter.start()
-        assert lock_arrivals.wait(timeout=30), "the second builder did not wait for the first"
+        assert lock_arrivals.wait(timeout=WAIT_S), "the second builder did not wait for the first"
         target.write_bytes(b"graph")
     waiter.join()
     assert builds == [] and target.read_bytes() == b"graph"
@@ -286,7 +286,7 @@ def test_concurrent_exports_of_one_graph_export_once(monkeypatch, lock_arrivals)
     def first_export_waits_for_the_second_shard(*args, **kwargs):
         calls.append(1)
         exporting.set()
-        second_waiting = lock_arrivals.wait(timeout=30)
+        second_waiting = lock_arrivals.wait(timeout=WAIT_S)
         real(*args, **kwargs)
         assert second_waiting
 
@@ -294,7 +294,7 @@ def test_concurrent_exports_of_one_graph_export_once(monkeypatch, lock_arrivals)
     paths: list[Path] = []
     first = threading.Thread(target=lambda: paths.append(exported_step(model, False)))
     first.start()
-    assert exporting.wait(timeout=60)
+    assert exporting.wait(timeout=WAIT_S)
     lock_arrivals.clear()
     paths.append(exported_step(model, False))
     first.join()
