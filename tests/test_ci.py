@@ -67,6 +67,18 @@ def test_cpu_workflow_runs_the_tests_and_checks_on_pull_requests():
     assert "pull_request" in ci["on"]
     assert ci["jobs"]["tests"]["runs-on"] == "ubuntu-latest"
     assert "tox -e lint,type" in run_lines(ci["jobs"]["lint"])
+    # The process tests also run where twice as many busy loops as cores load the runner.
+    assert run_lines(ci["jobs"]["under-load"])[-1] == "scripts/under-load pytest -m processes"
+
+
+def test_the_under_load_script_loads_every_core_twice_and_stops_its_loops():
+    """The command runs with 2 busy loops per core beside it, its exit status is passed on, and no loop is left."""
+    count = 'pgrep -f -c "^python3 .*$UNDER_LOAD_TAG"; exit 3'  # the loops, not their timeout wrappers
+    completed = subprocess.run([ROOT / "scripts" / "under-load", "sh", "-c", count], capture_output=True, text=True)
+    assert completed.returncode == 3
+    assert int(completed.stdout) == 2 * len(os.sched_getaffinity(0))
+    tag = re.search(r"tagged '(.+)'", completed.stderr).group(1)
+    assert subprocess.run(["pgrep", "-f", tag], capture_output=True).returncode == 1  # none matched
 
 
 def test_gpu_gate_workflow_benchmarks_gates_and_reports_per_runner():

@@ -13,6 +13,8 @@ from zvperf.cli import main
 from zvperf.errors import ZvperfError
 from zvperf.suite.launcher import merge, parse_gpus
 
+pytestmark = pytest.mark.processes
+
 BENCHMARKS = Path(__file__).parent / "test_benchmarks.py"
 
 
