@@ -1,4 +1,4 @@
-"""The CI set-up: workflow files, tox environments and .ci/run agree with each other and with the README."""
+"""The CI set-up: workflow files, tox environments and .ci/run agree with each other, the README and docs/."""
 
 from __future__ import annotations
 
@@ -216,7 +216,7 @@ def test_tox_environments_and_their_commands():
         build_parser(args[1:]).parse_args(args[1:])
 
 
-def test_the_gpu_check_runs_from_tox_and_the_readme_says_how():
+def test_the_gpu_check_runs_from_tox_and_its_page_says_how():
     tox = configparser.ConfigParser(interpolation=None)
     tox.read(ROOT / "tox.ini")
     env = tox["testenv:gpu-check"]
@@ -225,15 +225,16 @@ def test_the_gpu_check_runs_from_tox_and_the_readme_says_how():
     args = shlex.split(env["commands"].replace("{posargs:gpu-check}", "gpu-check"))
     assert args[:2] == ["zvperf", "gpu-check"]
     build_parser(args[1:]).parse_args(args[1:])
-    readme = (ROOT / "README.md").read_text()
-    assert "## GPU check" in readme and "tox -e gpu-check" in readme
+    page = (ROOT / "docs" / "gpu-check.md").read_text()
+    assert "# GPU check" in page and "tox -e gpu-check" in page
     for script in ("gpu-check-offline.sh", "gpu-check-wheels.sh"):
-        assert (ROOT / "scripts" / script).is_file() and f"scripts/{script}" in readme
+        assert (ROOT / "scripts" / script).is_file() and f"scripts/{script}" in page
+    assert "(docs/gpu-check.md)" in (ROOT / "README.md").read_text()
 
 
-def test_the_carried_wheels_are_listed_with_the_size_the_readme_gives():
+def test_the_carried_wheels_are_listed_with_the_size_the_gpu_check_page_gives():
     listed = [line for line in (ROOT / "scripts" / "gpu-check-wheels.txt").read_text().splitlines() if "==" in line]
     sizes = [int(re.search(r"# ([\d,]+) B", line).group(1).replace(",", "")) for line in listed]
     total = sum(sizes)
     assert len(listed) == 11 and total == 17_439_190
-    assert f"{total:,} bytes" in (ROOT / "README.md").read_text()
+    assert f"{total:,} bytes" in (ROOT / "docs" / "gpu-check.md").read_text()
