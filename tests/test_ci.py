@@ -238,3 +238,21 @@ def test_the_carried_wheels_are_listed_with_the_size_the_gpu_check_page_gives():
     total = sum(sizes)
     assert len(listed) == 11 and total == 17_439_190
     assert f"{total:,} bytes" in (ROOT / "docs" / "gpu-check.md").read_text()
+
+
+def test_the_readme_is_a_short_front_page_and_every_relative_link_resolves():
+    """README.md stays under 200 lines (the reference lives in docs/); no link in it or in docs/ points nowhere."""
+    readme = ROOT / "README.md"
+    assert len(readme.read_text().splitlines()) < 200
+    pages = [readme, *sorted((ROOT / "docs").glob("*.md"))]
+    assert len(pages) > 1
+    broken = []
+    for page in pages:
+        # Markdown links and images, [text](target) or ![alt](target), the target up to a space or ")".
+        for target in re.findall(r"\]\(([^)\s]+)(?:\s[^)]*)?\)", page.read_text()):
+            if re.match(r"[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+                continue  # a URL (https:, mailto:) or an anchor in the same page
+            path = target.split("#")[0]
+            if not (page.parent / path).exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert not broken, broken
