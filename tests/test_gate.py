@@ -226,7 +226,7 @@ def test_the_gate_fails_an_injected_slowdown_when_runs_without_one_pass(suite, p
 
     Passes once the injected run fails while neither run without a change does (with the exit status and the
     message asked for). This shared VM sometimes runs a whole process 10-30% slower or faster with tight
-    rounds (README, calibration): an attempt where a run without a change fails is that drift, and is
+    rounds (docs/calibration.md): an attempt where a run without a change fails is that drift, and is
     repeated, but every attempt failing that way fails the test; an injected run lost in that drift is
     inconclusive or passes, and is repeated too. A machine that never settles within the budget skips the
     test, saying so. The decisions themselves, false alarms included, are tested above on fixed round times.

@@ -2,7 +2,7 @@
 of both commits run alternately on this machine in this job.
 
 A stored baseline comes from older processes, often days older: a machine whose speed drifts 10-20% from one
-process to the next (README, *Calibration*), a new driver, a warmer room, all land in the comparison. asv's
+process to the next (docs/calibration.md), a new driver, a warmer room, all land in the comparison. asv's
 ``continuous`` answers this by timing both commits in the same session, interleaving them; this is the same,
 made for zvperf's processes: ``zvperf.suite.confirm`` runs base, head, base, head, ... (at least three of
 each), the rounds of each side are pooled, and the same rule (threshold, Mann-Whitney U, Benjamini-Hochberg
