@@ -3,7 +3,6 @@ layout. Fixtures are in conftest.py; tests import these."""
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import time
 from collections.abc import Callable, Sequence
@@ -14,8 +13,8 @@ import torch
 
 from zvperf.engine.config import read_model_json
 from zvperf.engine.tokenizer import EmiliaTokenizer
-from zvperf.engine.vocoder import save_vocos_dir, vocos_from_config
-from zvperf.engine.weights import Weights, synthetic_model
+from zvperf.engine.vocoder import vocos_from_config
+from zvperf.engine.weights import Weights, synthetic_model, write_model_dir
 
 DATA = Path(__file__).parent / "data"
 CONFORMANCE = DATA / "conformance"
@@ -56,20 +55,8 @@ def tiny_weights(model_name: str = "zipvoice_distill", seed: int = 0):
 
 
 def write_official_dir(weights, directory, checkpoint="model.pt"):
-    """A model directory in the official layout, from in-memory weights."""
-    directory.mkdir(parents=True, exist_ok=True)
-    state = weights.model.state_dict()
-    if checkpoint == "model.pt":
-        torch.save({"model": state}, directory / "model.pt")
-    else:
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in state.items()}, str(directory / "model.safetensors"))
-    config = {"model": weights.model.config.to_dict(), "feature": {"sampling_rate": 24000, "type": "vocos"}}
-    (directory / "model.json").write_text(json.dumps(config))
-    weights.tokenizer.vocabulary.write(directory / "tokens.txt")
-    save_vocos_dir(weights.vocoder, TINY_VOCOS_CONFIG, directory / "vocos")
-    return directory
+    """A model directory in the official layout, from in-memory weights with the tiny Vocos."""
+    return write_model_dir(weights, directory, TINY_VOCOS_CONFIG, checkpoint)
 
 
 def run_tiny_benchmarks(pytester, weights_root: Path, *args: str):

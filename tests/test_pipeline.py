@@ -26,7 +26,7 @@ from zvperf.engine.tokenizer import (
     english_normalize,
 )
 from zvperf.engine.vocoder import save_vocos_dir
-from zvperf.engine.weights import load_weights
+from zvperf.engine.weights import load_weights, synthetic_model
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,7 @@ def test_local_directory_loads_strictly_and_matches_direct_weights(tmp_path, che
     direct = tiny_weights("zipvoice", seed=3)
     directory = write_official_dir(direct, tmp_path / "zipvoice", checkpoint)
     loaded = load_weights("zipvoice", str(directory))
-    assert loaded.kind == "official"
+    assert loaded.kind == "local"  # random tiny weights in a folder are not the published checkpoints
     assert f"local {directory / 'vocos'}" in loaded.description
     for name, tensor in direct.model.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[name], tensor), name
@@ -226,6 +226,9 @@ def test_hub_source_reads_through_huggingface_hub_cache(tmp_path, monkeypatch):
         loaded = load_weights("zipvoice_distill", spec)
         assert loaded.kind == "official", loaded.description
         assert "hub k2-fsa/ZipVoice/zipvoice_distill" in loaded.description
+    # The hub cache's folder named as a local one: still the published files (the hub client checked their hashes).
+    named = load_weights("zipvoice_distill", str(snapshot / "zipvoice_distill"), vocoder=str(vocos_snapshot))
+    assert named.kind == "official" and f"hub k2-fsa/ZipVoice/zipvoice_distill ({snapshot / 'zipvoice_distill'})" in named.description
 
 
 def test_synthetic_weights_are_the_full_architecture_and_labelled(monkeypatch, tmp_path):
@@ -262,3 +265,20 @@ def test_synth_command_full_size_synthetic_table_and_json(tmp_path, capsys):
     assert set(report["timings_s"]) == {*STAGES, "total"}
     assert report["rtf"] == pytest.approx(report["timings_s"]["total"] / report["audio_seconds"], rel=1e-3)
     assert report["audio_seconds"] == pytest.approx(soundfile.info(str(json_out)).duration, abs=1e-3)
+
+
+def test_zvperf_weights_write_makes_a_full_size_official_folder_that_loads_as_local(tmp_path, capsys):
+    """The full-size architecture with the synthetic weights of --zv-weights synthetic, in the official layout."""
+    folder = tmp_path / "zipvoice_distill"
+    assert main(["weights", "write", str(folder), "--model", "zipvoice_distill", "--seed", "3"]) == 0
+    assert f"to {folder}: model.pt, model.json, tokens.txt, vocos/" in capsys.readouterr().out
+    loaded = load_weights("zipvoice_distill", str(folder))
+    assert loaded.kind == "local" and f"local {folder / 'vocos'}" in loaded.description
+    expected, _ = synthetic_model("zipvoice_distill", seed=3)
+    for name, tensor in expected.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[name], tensor), name
+    # Never over something: a second write into the same folder is refused and leaves it as it was.
+    before = (folder / "model.pt").stat().st_mtime_ns
+    assert main(["weights", "write", str(folder)]) == 2
+    assert f"{folder}: exists and is not an empty folder; name a new one." in capsys.readouterr().err
+    assert (folder / "model.pt").stat().st_mtime_ns == before

@@ -140,7 +140,7 @@ def test_run_writes_every_extra_info_key_machine_info_and_the_summary(suite):
     for bench in data["benchmarks"]:
         info = bench["extra_info"]
         assert set(REQUIRED_KEYS) <= set(info), bench["name"]
-        assert info["device"] == "cpu" and info["weights"] == "official" and info["backend"] == "torch"
+        assert info["device"] == "cpu" and info["weights"] == "local" and info["backend"] == "torch"
         assert info["telemetry"]["gpu"] == {"available": False, "reason": "not a CUDA run"}
         assert info["telemetry"]["cpu"]["process_cpu_seconds"] > 0
         assert len(bench["stats"]["data"]) == 3  # raw rounds kept for the gate
@@ -152,11 +152,11 @@ def test_run_writes_every_extra_info_key_machine_info_and_the_summary(suite):
     assert set(e2e["extra_info"]["stages_ms"]) == {"tokenize", "features", "text_encoder", "solver", "vocoder", "total"}
     machine = data["machine_info"]["zvperf"]
     assert machine["hardware_key"].startswith("cpu-") and machine["software"]["torch"] == torch.__version__
-    assert data["zvperf"]["matrix"] == "quick" and data["zvperf"]["weights"] == ["official"]
+    assert data["zvperf"]["matrix"] == "quick" and data["zvperf"]["weights"] == ["local"]
     assert data["zvperf"]["format"] == RESULTS_FORMAT
     result.stdout.fnmatch_lines(
         [
-            "*zvperf summary (quick matrix, cpu, weights: official)*",
+            "*zvperf summary (quick matrix, cpu, weights: local)*",
             "configuration*solver ms*e2e ms*RTF*speed-up*peak MiB*flags*",
             "zipvoice-4step-torch-fp32 *",
             "zipvoice_distill-2step-torch-fp32 *",

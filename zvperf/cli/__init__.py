@@ -28,6 +28,7 @@ COMMANDS = {
     "profile": "profile one solve of a configuration: the top operators with their share of the time and FLOP rate",
     "report": "render benchmark results into a markdown guide with plots (ja or en)",
     "synth": "synthesise speech from text and a prompt, with stage timings",
+    "weights": "write synthetic full-size weights as a model folder in the official layout (for a ZipVoice checkout)",
 }
 
 

@@ -13,7 +13,7 @@ from zvperf.engine import audio
 from zvperf.engine.device import resolve_device
 from zvperf.engine.pipeline import STAGES, Synthesizer
 from zvperf.engine.precision import DTYPES
-from zvperf.engine.weights import MODELS, load_weights
+from zvperf.engine.weights import LOCAL, MODELS, SYNTHETIC, load_weights
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
             t_shift=args.t_shift,
             seed=args.seed,
         )
-    label = "" if weights.kind == "official" else "synthetic weights: timings are real, this audio is noise"
+    label = "synthetic weights: timings are real, this audio is noise" if weights.kind == SYNTHETIC else ""
     audio.write_wav(args.out, result.waveform, comment=label)
     report = {
         "model": args.model,
@@ -88,8 +88,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for note in result.warnings:
         print(f"warning: {note}")
-    if weights.kind != "official":
+    if weights.kind == SYNTHETIC:
         print(f"note: synthetic weights ({weights.description}): timings are real, the audio is noise")
+    elif weights.kind == LOCAL:
+        print(f"note: local weights, not the published checkpoints ({weights.description})")
     print(f"{args.model}, {report['num_step']} steps, {args.backend} on {device} {args.precision}: wrote {args.out}")
     for stage in (*STAGES, "total"):
         print(f"  {stage:<13} {result.timings[stage] * 1000:10.1f} ms")

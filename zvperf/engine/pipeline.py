@@ -53,7 +53,7 @@ class SynthesisResult:
     generated_frames: int  # frames of speech produced, all chunks
     nfe: int  # decoder evaluations, a doubled (CFG) batch counting twice
     chunks: int
-    weights: str  # "official" or "synthetic"
+    weights: str  # "official", "local" or "synthetic" (zvperf.engine.weights)
     warnings: list[str]
     sample_rate: int = audio.SAMPLE_RATE
 

@@ -8,6 +8,7 @@ weights have the official full-size architecture, so timings are real while the 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -21,14 +22,17 @@ from zvperf.engine.checkpoint import load_checkpoint
 from zvperf.engine.config import ModelConfig, read_model_json
 from zvperf.engine.models import ZipVoice, ZipVoiceDistill
 from zvperf.engine.tokenizer import Tokenizer, Vocabulary, builtin_vocabulary, make_tokenizer
-from zvperf.engine.vocoder import VOCOS_REPO, load_vocos_dir, synthetic_vocos
+from zvperf.engine.vocoder import MEL_24KHZ_CONFIG, VOCOS_REPO, load_vocos_dir, save_vocos_dir, synthetic_vocos
 from zvperf.errors import ZvperfError
 
 log = logging.getLogger(__name__)
 
 HUB_REPO = "k2-fsa/ZipVoice"
 MODELS: dict[str, type[ZipVoice]] = {"zipvoice": ZipVoice, "zipvoice_distill": ZipVoiceDistill}
+# What a result says of its weights: the published checkpoints (the hub's, downloaded or in its cache), a local
+# folder of any other origin (a fine-tune, or random weights someone saved), or zvperf's seeded random ones.
 OFFICIAL = "official"
+LOCAL = "local"
 SYNTHETIC = "synthetic"
 
 
@@ -37,7 +41,7 @@ class Weights:
     model: ZipVoice
     tokenizer: Tokenizer
     vocoder: Vocos
-    kind: str  # "official" when model and vocoder are real checkpoints, else "synthetic"
+    kind: str  # OFFICIAL, LOCAL or SYNTHETIC: the least official of the model's and the vocoder's origins
     description: str  # where each part came from, for reports
 
     @property
@@ -160,14 +164,52 @@ def load_weights(
     """
     model, vocabulary, model_from = _load_model(model_name, weights, seed)
     vocos, vocos_from = _load_vocoder(_vocoder_for(model_name, weights) if vocoder == "auto" else vocoder, seed)
-    real = not model_from.startswith(SYNTHETIC) and not vocos_from.startswith(SYNTHETIC)
     return Weights(
         model=model,
         tokenizer=make_tokenizer(tokenizer, vocabulary, lang),
         vocoder=vocos,
-        kind=OFFICIAL if real else SYNTHETIC,
+        kind=_least_official(model_from, vocos_from),
         description=f"model: {model_from}; vocoder: {vocos_from}",
     )
+
+
+def _least_official(*origins: str) -> str:
+    """SYNTHETIC if any part is synthetic, else LOCAL if any came from a local folder, else OFFICIAL (the hub's)."""
+    for kind in (SYNTHETIC, LOCAL):
+        if any(origin.startswith(kind) for origin in origins):
+            return kind
+    return OFFICIAL
+
+
+def _hub_snapshot_of(directory: Path, repo: str) -> bool:
+    """Whether ``directory`` is (inside) a snapshot of the hub repo ``repo`` in huggingface_hub's cache, whose files
+    the hub client checked against their published hashes when it downloaded them."""
+    marker = "models--" + repo.replace("/", "--")
+    return any(part == marker for part in directory.resolve().parts)
+
+
+def write_model_dir(
+    weights: Weights, directory: Path, vocoder_config: dict | None = None, checkpoint: str = "model.pt"
+) -> Path:
+    """``weights`` as a model folder in the official layout (``checkpoint`` -- model.pt or model.safetensors --,
+    model.json, tokens.txt) with the vocoder in its ``vocos/`` folder in the hub layout: what the official
+    inference script loads (--model-dir, --vocoder-path), and what ``--zv-weights DIR`` loads."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = weights.model.state_dict()
+    if checkpoint == "model.pt":
+        torch.save({"model": state}, directory / checkpoint)
+    elif checkpoint == "model.safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, str(directory / checkpoint))
+    else:
+        raise ZvperfError(f"checkpoint {checkpoint!r} is neither model.pt nor model.safetensors.")
+    config = {"model": weights.model.config.to_dict(), "feature": {"sampling_rate": 24000, "type": "vocos"}}
+    (directory / "model.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    weights.tokenizer.vocabulary.write(directory / "tokens.txt")
+    save_vocos_dir(weights.vocoder, vocoder_config or MEL_24KHZ_CONFIG, directory / "vocos")
+    return directory
 
 
 def _synthetic_label(seed: int, why: str = "") -> str:
@@ -190,7 +232,10 @@ def _load_model(model_name: str, weights: str, seed: int) -> tuple[ZipVoice, Voc
             )
         return (*load_model_dir(model_name, files[0].parent), f"hub {HUB_REPO}/{model_name}")
     directory = model_directory(model_name, Path(weights))
-    return (*load_model_dir(model_name, directory), f"local {directory}")
+    origin = (
+        f"hub {HUB_REPO}/{model_name} ({directory})" if _hub_snapshot_of(directory, HUB_REPO) else f"local {directory}"
+    )
+    return (*load_model_dir(model_name, directory), origin)
 
 
 def model_directory(model_name: str, path: Path) -> Path:
@@ -223,4 +268,6 @@ def _load_vocoder(spec: str, seed: int) -> tuple[Vocos, str]:
         except FileNotFoundError:
             return synthetic_vocos(seed), _synthetic_label(seed, "; no official Vocos in the hub cache")
         return load_vocos_dir(files[0].parent), f"hub {VOCOS_REPO}"
-    return load_vocos_dir(Path(spec)), f"local {spec}"
+    local = Path(spec)
+    origin = f"hub {VOCOS_REPO} ({spec})" if _hub_snapshot_of(local, VOCOS_REPO) else f"local {spec}"
+    return load_vocos_dir(local), origin

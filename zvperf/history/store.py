@@ -151,7 +151,7 @@ class Configuration:
     num_step: int | None  # None for the component benchmarks' configurations (text encoder, vocoder, cold start)
     backend: str
     precision: str
-    weights: str  # "official" or "synthetic"
+    weights: str  # "official", "local" or "synthetic"
     measurements: Mapping[str, Measurement]  # kind (solver, e2e, ...) -> its numbers
     frames_bucket: int | None = None
     batch: int = 1

@@ -44,7 +44,7 @@ class BenchmarkFacts:
     backend: str
     precision: str
     device: str
-    weights: str  # "official" or "synthetic"
+    weights: str  # "official", "local" or "synthetic" (zvperf.engine.weights)
     frames: int  # decoder frames per evaluation (prompt + speech)
     audio_seconds: float  # speech produced by one call, all utterances of a batch together
     rtf: float | None  # median seconds per second of audio
