@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -27,3 +29,44 @@ def case_copy(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     for path in target.iterdir():
         path.chmod(0o644)
     return target
+
+
+# The official code at a pinned commit (../shared/zipvoice-2f7326f/SNAPSHOT.md), for the tests that run a ZipVoice
+# checkout for real; ZVPERF_ZIPVOICE names another (a fresh clone).
+SNAPSHOT = Path(__file__).parents[2] / "shared" / "zipvoice-2f7326f"
+OFFICIAL_IMPORTS = ("lhotse", "urllib3", "tensorboard")  # the zipvoice extra
+
+
+def git(folder: Path, *args: str) -> str:
+    command = ["git", "-C", str(folder), "-c", "user.name=zvperf", "-c", "user.email=zvperf@localhost", *args]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def zipvoice_source() -> Path:
+    """The official code to copy: $ZVPERF_ZIPVOICE, else the pinned snapshot; a skip with the reason where there is
+    none, or where the packages it imports are missing."""
+    named = os.environ.get("ZVPERF_ZIPVOICE")
+    source = Path(named) if named else SNAPSHOT
+    if not (source / "zipvoice" / "models" / "zipvoice.py").is_file():
+        pytest.skip(f"no ZipVoice code here: set ZVPERF_ZIPVOICE to a clone of k2-fsa/ZipVoice (or provide {SNAPSHOT})")
+    missing = [name for name in OFFICIAL_IMPORTS if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(f"the official code imports {', '.join(missing)}: pip install -e '.[zipvoice]'")
+    # Before any in-process pytester run imports them (and drops them after): protobuf's native part, under
+    # tensorboard, cannot be imported twice in one process, as onnx's cannot.
+    for name in ("lhotse", "torch.utils.tensorboard"):
+        importlib.import_module(name)
+    return source
+
+
+@pytest.fixture(scope="session")
+def zipvoice_checkout(zipvoice_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git repository of the official code (a copy: tests commit to it, never to the source), its one commit
+    the source as it is."""
+    checkout = tmp_path_factory.mktemp("zipvoice-checkout")
+    shutil.copytree(zipvoice_source / "zipvoice", checkout / "zipvoice", ignore=shutil.ignore_patterns("__pycache__"))
+    git(checkout, "init", "-q")
+    git(checkout, "add", "-A")
+    git(checkout, "commit", "-q", "-m", "the official code")
+    return checkout

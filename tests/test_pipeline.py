@@ -228,7 +228,10 @@ def test_hub_source_reads_through_huggingface_hub_cache(tmp_path, monkeypatch):
         assert "hub k2-fsa/ZipVoice/zipvoice_distill" in loaded.description
     # The hub cache's folder named as a local one: still the published files (the hub client checked their hashes).
     named = load_weights("zipvoice_distill", str(snapshot / "zipvoice_distill"), vocoder=str(vocos_snapshot))
-    assert named.kind == "official" and f"hub k2-fsa/ZipVoice/zipvoice_distill ({snapshot / 'zipvoice_distill'})" in named.description
+    assert (
+        named.kind == "official"
+        and f"hub k2-fsa/ZipVoice/zipvoice_distill ({snapshot / 'zipvoice_distill'})" in named.description
+    )
 
 
 def test_synthetic_weights_are_the_full_architecture_and_labelled(monkeypatch, tmp_path):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -32,6 +32,17 @@ class Backend(Protocol):
 
     def prepare(self, model: ZipVoice, device: str, precision: str) -> Solver:
         """Build what the backend needs (export, compile, engine build): the one-time cost, outside timing."""
+
+
+@runtime_checkable
+class CheckoutBackend(Backend, Protocol):
+    """A backend whose rows run the ZipVoice checkout under test (``zvperf.backends.checkout``): besides a solver it
+    loads a model folder through the checkout's own code, and the benchmarks time the checkout's functions."""
+
+    runs_checkout: bool
+
+    def load(self, model_name: str, weights: str, device: str) -> Any:
+        """The checkout's objects for ``weights`` (an ``OfficialRun``), built outside timing."""
 
 
 def own_allocator(backend: Backend) -> bool:

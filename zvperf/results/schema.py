@@ -57,7 +57,9 @@ class BenchmarkFacts:
     # Written for the kinds that have them (KIND_KEYS), the last two only when set:
     batch: int | None = None  # utterances solved together (solver)
     guidance_scale: float | None = None  # solver
-    verified_error: float | None = None  # solver: relative error against torch fp32 (None: the reference)
+    # solver (and the ZipVoice checkout's rows of every kind): relative error against zvperf's torch fp32 (None: the
+    # reference itself)
+    verified_error: float | None = None
     flops: float | None = None  # solver: matrix-product FLOPs of one call (zvperf.engine.flops)
     flop_rate: float | None = None  # solver: flops / median seconds
     gemm_efficiency: float | None = None  # solver: flop_rate / the machine's attainable GEMM rate in this precision
@@ -66,6 +68,12 @@ class BenchmarkFacts:
     phases_s: Mapping[str, float] | None = None  # cold_start: import, load, first call
     injected_slowdown: float | None = None  # --zv-inject-slowdown, when one was injected
     shard: Mapping[str, Any] | None = None  # zvperf bench: which shard and GPU measured it
+    # The ZipVoice checkout's rows: which checkout ran (path, commit, dirty, label), the versions of what its code
+    # imports, whether k2 was there, and the environment fixes applied around its calls (zvperf.backends.checkout).
+    zipvoice: Mapping[str, Any] | None = None
+    # Its end-to-end rows: the timings its generate_sentence reports itself (median seconds: t, t_no_vocoder,
+    # t_vocoder, wav_seconds; rtf), the guide's "model inference" beside pytest-benchmark's total.
+    official_metrics: Mapping[str, float] | None = None
     other: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # keys this version does not know, kept
 
     @property

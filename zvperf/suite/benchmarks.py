@@ -19,15 +19,18 @@ import sys
 import tempfile
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
+import soundfile
 import torch
 
 from zvperf.engine import audio
 from zvperf.engine.device import on_engine_stream
 from zvperf.engine.flops import solve_flops
+from zvperf.engine.precision import TOLERANCES
 from zvperf.results.schema import BenchmarkFacts
-from zvperf.suite.engines import Engine
+from zvperf.suite.engines import SYNTHESIS_SEED, Engine, VerificationError
 from zvperf.suite.matrix import Combo, Config
 from zvperf.suite.session import BenchSession
 from zvperf.suite.telemetry import Telemetry
@@ -41,6 +44,7 @@ def _run_timed(
     with (
         session.out_of_memory_skips("while timed"),
         on_engine_stream(options.device),
+        torch.inference_mode(),
         Telemetry(options.device, torch_memory=not engine.own_allocator) as telemetry,
     ):
         result = measure(
@@ -70,6 +74,8 @@ def _record(
     options = session.options
     config = engine.config
     audio_seconds, frames, nfe = measured
+    if engine.official is not None:
+        optional["zipvoice"] = engine.official.checkout.facts()
     stats = benchmark.stats.stats
     median = stats.median
     facts = BenchmarkFacts(
@@ -97,11 +103,19 @@ def time_solver(benchmark: Any, session: BenchSession, combo: Combo) -> None:
     """The Euler ODE loop alone, on prepared conditions and noise (``combo.batch`` utterances at once)."""
     engine = session.verified_engine(combo)
     inputs = engine.solver_inputs(combo.frames, combo.batch)
-
-    def solve() -> torch.Tensor:
-        with torch.inference_mode():
-            return engine.solve(inputs, combo.num_step)
-
+    solve: Callable[[], Any] = partial(engine.solve, inputs, combo.num_step)
+    if engine.official is not None:  # the checkout's sample itself, its arguments prepared here
+        x0, text, speech, mask = inputs.solver_args()
+        solve = partial(
+            engine.official.model.solver.sample,
+            x=x0,
+            text_condition=text,
+            speech_condition=speech,
+            padding_mask=torch.zeros(x0.shape[:2], dtype=torch.bool, device=x0.device) if mask is None else mask,
+            num_step=combo.num_step,
+            guidance_scale=engine.model.default_guidance_scale,
+            t_shift=0.5,
+        )
     options = session.options
     _, telemetry = _run_timed(session, engine, benchmark, solve, options.rounds, options.warmup_rounds)
     model = engine.model
@@ -126,14 +140,14 @@ def time_solver(benchmark: Any, session: BenchSession, combo: Combo) -> None:
 def time_e2e(benchmark: Any, session: BenchSession, combo: Combo) -> None:
     """Text + prompt wav + transcript to waveform, everything included (prompt loading, features, vocoder)."""
     engine = session.verified_engine(combo)
+    if engine.official is not None:
+        _time_official_e2e(benchmark, session, engine, combo)
+        return
     options = session.options
     stages: list[dict[str, float]] = []
 
     def synthesize():
-        with torch.inference_mode():
-            result = engine.synthesizer.synthesize(
-                options.text, options.prompt_wav, options.prompt_text, num_step=combo.num_step
-            )
+        result = engine.synthesizer.synthesize(options.text, options.prompt_wav, options.prompt_text, combo.num_step)
         stages.append(result.timings)
         return result
 
@@ -154,20 +168,79 @@ def time_e2e(benchmark: Any, session: BenchSession, combo: Combo) -> None:
     )
 
 
+def _verify_waveform(engine: Engine, what: str, wav: Path, num_step: int) -> float:
+    """The official code's output file against zvperf's torch fp32 synthesis of the same sentence and seed."""
+    data, _ = soundfile.read(str(wav), dtype="float32")  # mono: samples
+    tolerance = TOLERANCES["fp32"]["x1"]  # the written file is 16-bit: about 3e-5 of quantisation on its own
+    return engine.compare(what, torch.from_numpy(data), engine.reference_waveform(num_step).flatten(), tolerance)
+
+
+def _verify_script_output(engine: Engine, wav: Path, num_step: int) -> None:
+    """The official script's file: as long as zvperf's synthesis of the sentence, and finite. Its samples cannot be
+    compared: the script seeds before it builds the model, whose initialisation draws from the same generator, so
+    its noise is not the seed's first draw."""
+    data, _ = soundfile.read(str(wav), dtype="float32")
+    expected = engine.reference_waveform(num_step).numel()
+    if data.shape != (expected,) or not bool(torch.from_numpy(data).isfinite().all()):
+        raise VerificationError(
+            f"{engine.config.id}: its inference script wrote {data.size} samples ({'' if data.size else 'no '}audio), "
+            f"zvperf's torch fp32 synthesis of the sentence has {expected}: not timed"
+        )
+
+
+def _time_official_e2e(benchmark: Any, session: BenchSession, engine: Engine, combo: Combo) -> None:
+    """The checkout's ``generate_sentence``, its own timings (``t``: model inference, vocoder included;
+    ``t_no_vocoder``, ``t_vocoder``; ``rtf``) kept beside pytest-benchmark's time of the whole call (which adds
+    prompt loading, features, tokenizer, merging and writing the file), as the guide's columns."""
+    official, options = engine.official, session.options
+    assert official is not None
+    scale = engine.model.default_guidance_scale
+    with tempfile.TemporaryDirectory(prefix="zvperf-official-") as folder:
+        wav = Path(folder) / "generated.wav"
+        args = (wav, options.text, options.prompt_wav, options.prompt_text, combo.num_step, scale)
+        with session.verification_fails(), torch.random.fork_rng(devices=_rng_devices(options.device)):
+            torch.manual_seed(SYNTHESIS_SEED)  # as its script seeds before generating
+            official.generate(*args)
+            error = _verify_waveform(engine, "generated waveform", wav, combo.num_step)
+        metrics: list[dict[str, float]] = []
+        _, telemetry = _run_timed(
+            session, engine, benchmark, lambda: metrics.append(official.generate(*args)), options.rounds,
+            options.warmup_rounds,
+        )  # fmt: skip
+    timed = metrics[-options.rounds :]
+    own = {name: statistics.median(m[name] for m in timed) for name in OFFICIAL_METRICS}
+    audio_seconds = own["wav_seconds"]
+    inputs = engine.solver_inputs(None)
+    nfe = engine.model.nfe(combo.num_step, scale)
+    _record(
+        session, benchmark, telemetry, engine, "e2e", combo.num_step, (audio_seconds, inputs.frames, nfe),
+        verified_error=error, official_metrics=own,
+    )  # fmt: skip
+
+
+# What the official generate_sentence returns and its rows keep (median over the timed rounds).
+OFFICIAL_METRICS = ("t", "t_no_vocoder", "t_vocoder", "wav_seconds", "rtf")
+
+
+def _rng_devices(device: str) -> list[int]:
+    return [torch.cuda.current_device()] if device == "cuda" else []
+
+
 def _time_stage(
-    benchmark: Any, session: BenchSession, config: Config, kind: str, call: Callable[[], Any], frames: int
+    benchmark: Any,
+    session: BenchSession,
+    engine: Engine,
+    kind: str,
+    call: Callable[[], Any],
+    frames: int,
+    verified_error: float | None = None,
 ) -> None:
     """Time one stage of synthesis that does not depend on the step count (once per configuration)."""
-    engine = session.engine(config)
     inputs = engine.solver_inputs(None)
-
-    def timed() -> Any:
-        with torch.inference_mode():
-            return call()
-
     options = session.options
-    _, telemetry = _run_timed(session, engine, benchmark, timed, options.rounds, options.warmup_rounds)
-    _record(session, benchmark, telemetry, engine, kind, None, (inputs.audio_seconds, frames, 0))
+    _, telemetry = _run_timed(session, engine, benchmark, call, options.rounds, options.warmup_rounds)
+    optional = {} if verified_error is None else {"verified_error": verified_error}
+    _record(session, benchmark, telemetry, engine, kind, None, (inputs.audio_seconds, frames, 0), **optional)
 
 
 def time_text_encoder(benchmark: Any, session: BenchSession, config: Config) -> None:
@@ -175,57 +248,93 @@ def time_text_encoder(benchmark: Any, session: BenchSession, config: Config) -> 
     engine = session.engine(config)
     inputs = engine.solver_inputs(None)
     text, prompt = [inputs.text_ids], [inputs.prompt_ids]
-    encode = partial(engine.model.text_condition, text, prompt, [inputs.prompt_frames], 1.0)
-    _time_stage(benchmark, session, config, "text_encoder", encode, inputs.frames)
+    ours = partial(engine.model.text_condition, text, prompt, [inputs.prompt_frames], 1.0)
+    if engine.official is None:
+        _time_stage(benchmark, session, engine, "text_encoder", ours, inputs.frames)
+        return
+    frames = torch.tensor([inputs.prompt_frames], device=session.options.device)
+    encode = partial(
+        engine.official.model.forward_text_inference_ratio_duration,
+        tokens=text,
+        prompt_tokens=prompt,
+        prompt_features_lens=frames,
+        speed=1.0,
+    )
+    with torch.inference_mode(), session.verification_fails():
+        condition, padding = encode()
+        reference = ours()
+        valid = ~padding[..., None].expand_as(condition)
+        error = engine.compare(
+            "text condition", condition, reference.frames, TOLERANCES["fp32"]["text_condition"], valid
+        )
+    _time_stage(benchmark, session, engine, "text_encoder", encode, inputs.frames, error)
 
 
 def time_vocoder(benchmark: Any, session: BenchSession, config: Config) -> None:
-    """Generated features through Vocos to a trimmed waveform (the pipeline's vocoder stage)."""
+    """Generated features through Vocos to a trimmed waveform (the pipeline's vocoder stage); for the checkout, its
+    vocoder's ``decode`` of the same features (its own trimming is part of its end-to-end row)."""
     engine = session.engine(config)
     inputs = engine.solver_inputs(None)
     features = inputs.x0[0, inputs.prompt_frames :] * audio.FEAT_SCALE
-    vocode = partial(engine.synthesizer.vocode, [features], engine.prompt, remove_long_silence=False)
-    _time_stage(benchmark, session, config, "vocoder", vocode, inputs.generated_frames)
+    if engine.official is None:
+        vocode = partial(engine.synthesizer.vocode, [features], engine.prompt, remove_long_silence=False)
+        _time_stage(benchmark, session, engine, "vocoder", vocode, inputs.generated_frames)
+        return
+    channels_first = (features / audio.FEAT_SCALE).T[None].float()  # what its generate_sentence hands decode
+    decode = partial(engine.official.vocoder.decode, channels_first)
+    with torch.inference_mode(), session.verification_fails():
+        error = engine.compare(
+            "vocoder waveform", decode(), engine.synthesizer.vocoder.decode(channels_first), TOLERANCES["fp32"]["x1"]
+        )
+    _time_stage(benchmark, session, engine, "vocoder", decode, inputs.generated_frames, error)
 
 
 def time_cold_start(benchmark: Any, session: BenchSession, config: Config) -> None:
     """A fresh process with empty caches: import, load the weights and build the backend (export, engine build,
-    compilation), then the first synthesis."""
+    compilation), then the first synthesis; for the checkout, its inference script as users run it."""
     engine = session.engine(config)  # checks the configuration runs here, and gives the weights label
     options = session.options
     num_step = min(c.num_step for c in options.matrix.combos if c.config == config)
-    spec = {
-        "model": config.model,
-        "backend": config.backend,
-        "precision": config.precision,
-        "device": options.device,
-        "weights": options.weights,
-        "num_step": num_step,
-        "text": options.text,
-        "prompt_wav": str(options.prompt_wav),
-        "prompt_text": options.prompt_text,
-    }
     phases: list[dict[str, float]] = []
-
-    def start_process() -> None:
-        # Empty caches too: the ONNX export, TensorRT engine and compiled kernels are built, as on first use.
-        with tempfile.TemporaryDirectory(prefix="zvperf-cold-") as empty:
-            caches = {"ZVPERF_CACHE": empty, "TORCHINDUCTOR_CACHE_DIR": empty, "PYTHONWARNINGS": "ignore"}
-            completed = subprocess.run(
-                [sys.executable, "-m", "zvperf.suite.coldstart", json.dumps(spec)],
-                capture_output=True,
-                text=True,
-                env={**os.environ, **caches},
+    with tempfile.TemporaryDirectory(prefix="zvperf-cold-") as folder:
+        wav = Path(folder) / "generated.wav"
+        if engine.official is not None:
+            threads = torch.get_num_threads()
+            command = engine.official.cli_command(
+                wav, options.text, options.prompt_wav, options.prompt_text, num_step, threads
             )
-        if completed.returncode != 0:
-            tail = (completed.stderr.strip().splitlines() or ["no output"])[-1]
-            raise RuntimeError(f"the cold-start process failed: {tail}")
-        phases.append(json.loads(completed.stdout.strip().splitlines()[-1]))
+        else:
+            spec = {
+                "model": config.model,
+                "backend": config.backend,
+                "precision": config.precision,
+                "device": options.device,
+                "weights": options.weights,
+                "num_step": num_step,
+                "text": options.text,
+                "prompt_wav": str(options.prompt_wav),
+                "prompt_text": options.prompt_text,
+            }
+            command = [sys.executable, "-m", "zvperf.suite.coldstart", json.dumps(spec)]
 
-    _, telemetry = _run_timed(session, engine, benchmark, start_process, options.cold_rounds, 0)
+        def start_process() -> None:
+            # Empty caches too: the ONNX export, TensorRT engine and compiled kernels are built, as on first use.
+            with tempfile.TemporaryDirectory(prefix="zvperf-cold-cache-") as empty:
+                caches = {"ZVPERF_CACHE": empty, "TORCHINDUCTOR_CACHE_DIR": empty, "PYTHONWARNINGS": "ignore"}
+                completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **caches})
+            if completed.returncode != 0:
+                tail = (completed.stderr.strip().splitlines() or ["no output"])[-1]
+                raise RuntimeError(f"the cold-start process failed: {tail}")
+            if engine.official is None:
+                phases.append(json.loads(completed.stdout.strip().splitlines()[-1]))
+
+        _, telemetry = _run_timed(session, engine, benchmark, start_process, options.cold_rounds, 0)
+        if engine.official is not None:
+            with session.verification_fails():
+                _verify_script_output(engine, wav, num_step)
     inputs = engine.solver_inputs(None)
     measured = (inputs.audio_seconds, inputs.frames, engine.model.nfe(num_step, engine.model.default_guidance_scale))
-    phases_s = {name: statistics.median(p[name] for p in phases) for name in phases[0]}
+    phases_s = {name: statistics.median(p[name] for p in phases) for name in phases[0]} if phases else None
     _record(session, benchmark, telemetry, engine, "cold_start", num_step, measured, phases_s=phases_s)
 
 

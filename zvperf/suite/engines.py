@@ -8,7 +8,8 @@ import gc
 
 import torch
 
-from zvperf.backends import check_runnable, get_backend, own_allocator
+from zvperf.backends import CheckoutBackend, check_runnable, get_backend, own_allocator
+from zvperf.backends.official import OfficialRun
 from zvperf.engine import audio
 from zvperf.engine.device import on_engine_stream, synchronize
 from zvperf.engine.models import ZipVoice, speech_condition_from_prompt
@@ -19,6 +20,7 @@ from zvperf.suite.matrix import Config
 from zvperf.suite.options import BenchOptions
 
 NOISE_SEED = 1234
+SYNTHESIS_SEED = 666  # the official inference script's default --seed (and zvperf synth's)
 
 
 @dataclasses.dataclass
@@ -75,9 +77,16 @@ class Engine:
         self.own_allocator = own_allocator(backend)  # its memory is NVML's figure, not torch's
         self.weights = load_weights(config.model, options.weights)
         reference = copy.deepcopy(self.weights.model)  # before the synthesizer casts the model to the precision
+        # A backend that runs the ZipVoice checkout loads the same weights through the checkout's own code, and its
+        # rows time the checkout's functions (zvperf.backends.official).
+        self.official: OfficialRun | None = None
         with on_engine_stream(options.device):
             self.synthesizer = Synthesizer(self.weights, options.device, config.precision)
-            solver = backend.prepare(self.synthesizer.model, options.device, config.precision)
+            if isinstance(backend, CheckoutBackend):
+                self.official = backend.load(config.model, options.weights, options.device)
+                solver = self.official.solver
+            else:
+                solver = backend.prepare(self.synthesizer.model, options.device, config.precision)
             self.synthesizer.solver = solver
             # The reference is the model's own fp32 eager solve; anything else (torch's oneDNN path included) is
             # checked against it.
@@ -86,6 +95,7 @@ class Engine:
             self.prompt = self.synthesizer.prepare_prompt(options.prompt_wav, options.prompt_text)
         self._inputs: dict[tuple[int | None, int], SolverInputs] = {}
         self._verified: dict[tuple[int | None, int], float] = {}
+        self._waveforms: dict[int, torch.Tensor] = {}
 
     @property
     def model(self) -> ZipVoice:
@@ -139,15 +149,45 @@ class Engine:
                 )
                 synchronize(self.options.device)
             valid = None if inputs.padding_mask is None else ~inputs.padding_mask[..., None].expand_as(reference)
-            error = relative_error(ours, reference, valid)
-            tolerance = TOLERANCES[self.config.precision]["x1"]
-            if not error <= tolerance:
-                raise VerificationError(
-                    f"{self.config.id} differs from torch fp32 by {error:.2e} (relative, {num_step} steps, "
-                    f"{inputs.frames} frames), above the {self.config.precision} tolerance {tolerance:.0e}: not timed"
-                )
-            self._verified[key] = error
+            what = f"x1 ({num_step} steps, {inputs.frames} frames)"
+            self._verified[key] = self.compare(what, ours, reference, TOLERANCES[self.config.precision]["x1"], valid)
         return self._verified[key]
+
+    def compare(
+        self,
+        what: str,
+        ours: torch.Tensor,
+        reference: torch.Tensor,
+        tolerance: float,
+        valid: torch.Tensor | None = None,
+    ) -> float:
+        """The relative error of ``ours`` against zvperf's torch fp32 ``reference``; above ``tolerance`` a
+        VerificationError naming the configuration, ``what`` was compared and by how much they differ."""
+        if ours.shape != reference.shape:
+            raise VerificationError(
+                f"{self.config.id}: its {what} has shape {tuple(ours.shape)}, zvperf's torch fp32 "
+                f"{tuple(reference.shape)}: not timed"
+            )
+        error = relative_error(ours, reference, valid)
+        if not error <= tolerance:
+            raise VerificationError(
+                f"{self.config.id}: its {what} differs from zvperf's torch fp32 by {error:.2e} (relative), above the "
+                f"{self.config.precision} tolerance {tolerance:.0e}: not timed"
+            )
+        return error
+
+    def reference_waveform(self, num_step: int) -> torch.Tensor:
+        """zvperf's torch fp32 synthesis of the run's sentence (seed SYNTHESIS_SEED, as the official script's), once
+        per step count: what the official end-to-end and cold-start rows are verified against."""
+        if num_step not in self._waveforms:
+            assert self.reference is not None
+            weights = dataclasses.replace(self.weights, model=self.reference)
+            with torch.inference_mode(), on_engine_stream(self.options.device):
+                result = Synthesizer(weights, self.options.device).synthesize(
+                    self.options.text, self.prompt, num_step=num_step, seed=SYNTHESIS_SEED
+                )
+            self._waveforms[num_step] = result.waveform.cpu()
+        return self._waveforms[num_step]
 
 
 class EngineCache:

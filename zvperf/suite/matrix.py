@@ -135,6 +135,15 @@ class Matrix:
     cold_rounds: int
 
 
+# The rows of a named ZipVoice checkout (--zv-zipvoice) added to a preset's, per device: every path the official
+# code ships there (its PyTorch inference, its ONNX export on the CPU, its TensorRT engine on CUDA), where zvperf has
+# a backend for it.
+CHECKOUT_VARIANTS = {
+    "cpu": (("official", "fp32"), ("official-onnx", "fp32"), ("official-onnx", "int8")),
+    "cuda": (("official", "fp32"), ("official-trt", "fp16")),
+}
+
+
 def _variants(
     preset: Preset, backends: Sequence[str] | None, precisions: Sequence[str] | None
 ) -> list[tuple[str, str]]:
@@ -168,8 +177,10 @@ def expand(
     precisions: Sequence[str] | None = None,
     lengths: Sequence[int] | None = None,
     batches: Sequence[int] | None = None,
+    checkout_device: str | None = None,
 ) -> Matrix:
-    """The preset's combinations, with any of its axes replaced by the given values."""
+    """The preset's combinations, with any of its axes replaced by the given values; with ``checkout_device`` (a
+    ZipVoice checkout was named) and no backends given, the checkout's rows for that device beside them."""
     if preset_name not in PRESETS:
         raise ZvperfError(f"--zv-matrix {preset_name!r} is not one of {', '.join(PRESETS)}.")
     preset = PRESETS[preset_name]
@@ -177,10 +188,16 @@ def expand(
     unknown = [m for m in chosen_models if m not in MODELS]
     if unknown:
         raise ZvperfError(f"--zv-models: {unknown[0]!r} is not one of {', '.join(MODELS)}.")
+    variants = _variants(preset, backends, precisions)
+    if checkout_device and not backends:
+        from zvperf.backends import backend_names
+
+        known = backend_names()
+        variants += [v for v in CHECKOUT_VARIANTS[checkout_device] if v[0] in known and v not in variants]
     combos = [
         Combo(model, num_step, backend, precision, frames, batch)
         for model in chosen_models
-        for backend, precision in _variants(preset, backends, precisions)
+        for backend, precision in variants
         for frames in (lengths or preset.lengths)
         for batch in (batches or preset.batches)
         for num_step in (steps or preset.steps.get(model, PRESETS["full"].steps[model]))

@@ -8,6 +8,7 @@ needs several options at once (the matrix, the prompt and its transcript) is che
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import torch
 
 from zvperf.argtypes import bounded_float, bounded_int, comma_list, shard
 from zvperf.backends import backend_names
+from zvperf.backends.checkout import ENV, Checkout, activate, selected
 from zvperf.engine import audio
 from zvperf.engine.precision import DTYPES
 from zvperf.errors import ZvperfError
@@ -63,6 +65,12 @@ def add_options(parser: pytest.Parser) -> None:
         help="default: cuda when available",
     )
     add("--zv-weights", default=DEFAULTS["zv_weights"], help="DIR, hub, synthetic, or auto (hub cache, else synthetic)")
+    add(
+        "--zv-zipvoice",
+        type=Path,
+        help="a ZipVoice checkout (a clone of k2-fsa/ZipVoice or a fork) whose own code the official rows run "
+        f"(default: ${ENV}, else a zipvoice package on PYTHONPATH)",
+    )
     add("--zv-text", default=DEFAULTS["zv_text"], help="the sentence to synthesise")
     add(
         "--zv-prompt-wav",
@@ -103,7 +111,7 @@ def add_options(parser: pytest.Parser) -> None:
 # values this run had. The injected slowdown is the head's alone (it stands for a change in the head's code).
 MEASUREMENT_OPTIONS = (
     "zv_matrix", "zv_models", "zv_steps", "zv_backends", "zv_precision", "zv_lengths", "zv_batch", "zv_device",
-    "zv_weights", "zv_text", "zv_prompt_wav", "zv_prompt_text", "zv_rounds", "zv_warmup",
+    "zv_weights", "zv_text", "zv_prompt_wav", "zv_prompt_text", "zv_rounds", "zv_warmup", "zv_zipvoice",
 )  # fmt: skip
 
 
@@ -138,6 +146,7 @@ class BenchOptions:
     cold_rounds: int
     slowdown: float
     shard: tuple[int, int]  # (index, count): this process times configurations index, index + count, ...
+    zipvoice: Checkout | None  # the ZipVoice checkout the official rows run, where there is one
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> BenchOptions:
@@ -147,6 +156,10 @@ class BenchOptions:
         device = ("cuda" if cuda else "cpu") if requested == "auto" else requested
         problem = "no CUDA device is available" if device == "cuda" and not cuda else None
         name = get("zv_matrix") or ("guide" if device == "cuda" else "quick")
+        zipvoice = selected(get("zv_zipvoice"))
+        named = bool(get("zv_zipvoice") or os.environ.get(ENV))
+        if zipvoice is not None and named:
+            activate(zipvoice)  # its package is what `import zipvoice` gives, here and in the processes started
         matrix = expand(
             name,
             models=get("zv_models"),
@@ -155,6 +168,7 @@ class BenchOptions:
             precisions=get("zv_precision"),
             lengths=get("zv_lengths"),
             batches=get("zv_batch"),
+            checkout_device=device if named else None,
         )
         prompt_wav = Path(get("zv_prompt_wav"))
         prompt_text = get("zv_prompt_text")
@@ -178,4 +192,5 @@ class BenchOptions:
             cold_rounds=min(rounds, matrix.cold_rounds),
             slowdown=get("zv_inject_slowdown"),
             shard=get("zv_shard"),
+            zipvoice=zipvoice,
         )

@@ -232,6 +232,8 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     machine_info["zvperf"] = machine_summary(session.options.device)
     machine_info["zvperf"]["onnxruntime_providers"] = onnxruntime_providers()
     machine_info["zvperf"]["gemm"] = dict(session.gemm)
+    checkout = session.options.zipvoice
+    machine_info["zvperf"]["zipvoice"] = checkout.facts() if checkout is not None else None
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:

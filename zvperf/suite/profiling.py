@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from zvperf.backends import get_backend
+from zvperf.backends.checkout import selected
 from zvperf.backends.ort import OrtBackend, profiled_sessions
 from zvperf.engine import audio
 from zvperf.engine.device import synchronize
@@ -117,6 +118,7 @@ def _options(combo: Combo, device: str, weights: str) -> BenchOptions:
         cold_rounds=1,
         slowdown=0.0,
         shard=(0, 1),
+        zipvoice=selected(),
     )
 
 

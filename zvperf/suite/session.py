@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 
+from zvperf.backends.checkout import CheckoutError
 from zvperf.engine.config import ModelConfig
 from zvperf.errors import ZvperfError
 from zvperf.suite.engines import Engine, EngineCache, VerificationError
@@ -51,18 +52,31 @@ class BenchSession:
         with self.out_of_memory_skips(f"building {config.id}"):
             try:
                 return self.cache.get(config)
-            except ZvperfError as exc:
-                pytest.skip(str(exc))
-
-    def verified_engine(self, combo: Combo) -> Engine:
-        """The engine, its output checked against torch fp32 at this shape: a mismatch fails the benchmark
-        with the measured error (never timed); a shape the backend cannot take is a skip."""
-        engine = self.engine(combo.config)
-        with self.out_of_memory_skips(f"running {combo.id}"):
-            try:
-                engine.verify(combo.frames, combo.batch, combo.num_step)
-            except VerificationError as exc:
+            except CheckoutError as exc:
                 pytest.fail(str(exc), pytrace=False)
             except ZvperfError as exc:
                 pytest.skip(str(exc))
+
+    @contextmanager
+    def verification_fails(self) -> Iterator[None]:
+        """A check against zvperf's torch fp32 that finds a difference fails the benchmark with the measured error
+        (never timed); one that cannot run here (a shape the backend cannot take) skips it."""
+        failed = skipped = None
+        with self.out_of_memory_skips("while verifying"):
+            try:
+                yield
+            except VerificationError as exc:
+                failed = str(exc)
+            except ZvperfError as exc:
+                skipped = str(exc)
+        if failed is not None:  # outside the handler: the report shows the difference, not a chain of exceptions
+            pytest.fail(failed, pytrace=False)
+        if skipped is not None:
+            pytest.skip(skipped)
+
+    def verified_engine(self, combo: Combo) -> Engine:
+        """The engine, its solve checked against torch fp32 at this shape (``verification_fails``)."""
+        engine = self.engine(combo.config)
+        with self.verification_fails():
+            engine.verify(combo.frames, combo.batch, combo.num_step)
         return engine
