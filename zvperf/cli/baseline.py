@@ -9,7 +9,7 @@ from zvperf.errors import ZvperfError
 from zvperf.gate import baselines
 from zvperf.gate.judge import seconds
 from zvperf.gate.options import add_baseline_options
-from zvperf.results.schema import load_results
+from zvperf.results.schema import load_results, short_commit
 from zvperf.results.summary import format_table
 
 
@@ -62,7 +62,7 @@ def _show(args: argparse.Namespace) -> None:
             "rounds": str(entry.rounds),
             "runs": str(entry.runs),
             "date": entry.date[:19],
-            "commit": entry.commit[:12] + ("+dirty" if entry.commit.endswith("+dirty") else ""),
+            "commit": short_commit(entry.commit),
             "weights": entry.weights,
             "previous": seconds(entry.previous.median) if entry.previous else "-",
         }
