@@ -135,7 +135,7 @@ def test_require_baseline_fails_without_a_baseline_file_or_without_any_judgement
     assert not skipped.results and not judge.compare(skipped, stored, GateConfig()).failed
     only_new = write_results(tmp_path / "new2.json", [bench("brand-new-1step", spread_rounds(0.1))])
     report = judge.compare(only_new, stored, GateConfig(), require_baseline=True)
-    assert "nothing was judged, and --require-baseline asks for a judgement" in report.problems
+    assert "nothing was judged, and --require-baseline asks for a judgement" in report.unmet
     out = tmp_path / "out"
     assert main(["compare", str(results.path), "--baselines-dir", str(stored), "--require-baseline"]) == 1
     assert main(["compare", str(skipped.path), "--baselines-dir", str(out), "--require-baseline"]) == 1

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from zvperf.errors import ZvperfError
 from zvperf.gate import baselines
+from zvperf.gate.config import load_config
 from zvperf.gate.judge import seconds
-from zvperf.gate.options import add_baseline_options
+from zvperf.gate.options import add_baseline_options, add_config_option
 from zvperf.results.schema import load_results, short_commit
 from zvperf.results.summary import format_table
 
@@ -26,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     revert.add_argument("id", help="the benchmark id, e.g. 'zipvoice_distill-4step-torch-fp32 solver'")
     for action in (update, show, revert):
         add_baseline_options(action.add_argument)
+    # Whose alpha an entry must be able to reach: an update the gate could not judge against is refused.
+    add_config_option(update.add_argument)
     for action in (show, revert):
         action.add_argument("--hardware-key", help="whose baseline (default: this machine's, as --zv-device auto)")
 
@@ -74,7 +77,9 @@ def _show(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "update":
-        summary = baselines.update(args.baselines_dir, *(load_results(path) for path in args.results))
+        config = load_config(args.gate_config, args.baselines_dir)
+        runs = [load_results(path) for path in args.results]
+        summary = baselines.update(args.baselines_dir, *runs, config=config)
         print("\n".join(summary.lines()))
     elif args.action == "show":
         _show(args)

@@ -99,7 +99,7 @@ def as_json(report: GateReport) -> dict[str, Any]:
         "settings": report.header(),
         "confirmation": report.confirmation,
         "warnings": report.warnings,
-        "problems": report.problems,
+        "problems": report.unmet,
         "verdicts": [v.to_json() for v in report.verdicts],
     }
 
