@@ -61,6 +61,17 @@ def test_confirmation_turns_a_stale_baseline_failure_into_a_pass(tmp_path: Path)
     assert again.confirmation.startswith("1 failed or inconclusive configuration(s) re-run A/B: 3 base")
 
 
+def test_a_confirmation_judges_the_rows_a_short_baseline_cannot_and_require_baseline_then_holds(tmp_path: Path):
+    """--require-baseline fails on a row the stored baseline's rounds cannot judge, until the A/B processes' pooled
+    rounds judge it in the same job."""
+    baselines.update(tmp_path / "bl", write_results(tmp_path / "old.json", [bench(ID, spread_rounds(0.1, n=3))]))
+    new = write_results(tmp_path / "new.json", [bench(ID, spread_rounds(0.1, n=3))])
+    report = judge.compare(new, tmp_path / "bl", GateConfig(), require_baseline=True)
+    assert report.failed and report.unjudgeable == 1 and [v.id for v in to_confirm(report)] == [f"{ID} solver"]
+    again = confirmed(report, runs(tmp_path, "base", 0.1), runs(tmp_path, "head", 0.1), [f"{ID} solver"])
+    assert [v.status for v in again.verdicts] == [judge.PASS] and again.unmet == [] and not again.failed
+
+
 def test_confirmation_keeps_a_real_25_percent_slowdown_a_failure(tmp_path: Path):
     report = stale_report(tmp_path)
     again = confirmed(report, runs(tmp_path, "base", 0.1), runs(tmp_path, "head", 0.125), [f"{ID} solver"])
