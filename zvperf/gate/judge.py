@@ -46,6 +46,7 @@ from typing import Any
 from zvperf.gate import baselines, metrics
 from zvperf.gate.baselines import Entry
 from zvperf.gate.config import CONFIG_NAME, GateConfig, Rule
+from zvperf.gate.numbers import p_number, seconds
 from zvperf.gate.stats import benjamini_hochberg, mann_whitney, min_p_value
 from zvperf.results.schema import DESELECTED, Result, ResultsFile, Unmeasured
 
@@ -75,18 +76,6 @@ _METRIC_COUNTED_AS = {
     INCONCLUSIVE: "inconclusive",
     NO_FIGURE: "without a figure",
 }
-
-
-def seconds(value: float) -> str:
-    if value >= 1:
-        return f"{value:.2f} s"
-    if value >= 1e-3:
-        return f"{value * 1e3:.1f} ms"
-    return f"{value * 1e6:.0f} us"
-
-
-def p_number(p: float) -> str:
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def p_text(p: float | None, name: str = "p") -> str:
@@ -141,7 +130,8 @@ class MetricVerdict:
 
     def to_json(self) -> dict[str, Any]:
         value = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "metric"}
-        return {"metric": self.metric.name, "unit": self.metric.unit, **value}
+        metric = {"metric": self.metric.name, "unit": self.metric.unit, "decimals": self.metric.decimals}
+        return {**metric, **value, "label": self.label}
 
 
 def judge_figure(
@@ -271,6 +261,7 @@ class Verdict:
         value = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skipped}
         value["metrics"] = [m.to_json() for m in self.metrics]
         value["message"] = self.message
+        value["label"] = self.label
         value["failing"] = self.failing
         return value
 
