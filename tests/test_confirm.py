@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,42 @@ def test_confirmation_keeps_a_real_25_percent_slowdown_a_failure(tmp_path: Path)
     (verdict,) = again.verdicts
     assert verdict.status == judge.FAIL and again.failed
     assert verdict.change == pytest.approx(0.25, abs=0.01) and verdict.method == "exact"
+
+
+STAND_IN_PYTHON = """#!/bin/sh
+# An interpreter's stand-in: it says how it was started, then writes the results file the benchmark would have.
+for arg; do case "$arg" in --benchmark-json=*) out="${arg#--benchmark-json=}";; esac; done
+printf '%s %s %s\\n' "$(basename "$0")" "$PWD" "${PYTHONPATH:-none}" >> "$STARTS"
+cp "$RESULTS" "$out"
+"""
+
+
+def test_with_head_python_the_heads_processes_run_its_own_environment_and_this_zvperf_only_judges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """CI's wiring: the base commit's zvperf confirms, its processes with its own interpreter and the base checkout
+    first on PYTHONPATH; the head's with the head environment's interpreter and nothing put on PYTHONPATH (the
+    zvperf installed there), in the current folder (the head's checkout)."""
+    from zvperf.suite.confirm import ab_runs
+
+    base, head, work = tmp_path / "base", tmp_path / "head", tmp_path / "work"
+    (base / "zvperf").mkdir(parents=True)
+    (base / "zvperf" / "__init__.py").write_text("")
+    head.mkdir()
+    work.mkdir()
+    for name in ("base-python", "head-python"):
+        (tmp_path / name).write_text(STAND_IN_PYTHON)
+        (tmp_path / name).chmod(0o755)
+    results = write_results(tmp_path / "measured.json", [bench(ID, spread_rounds(0.1))])
+    monkeypatch.setenv("STARTS", str(tmp_path / "starts.txt"))
+    monkeypatch.setenv("RESULTS", str(results.path))
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "base-python"))  # this process: the base's zvperf
+    monkeypatch.chdir(head)
+    base_runs, head_runs = ab_runs([f"{ID} solver"], base, [], work, head_python=str(tmp_path / "head-python"))
+    assert len(base_runs) == len(head_runs) == 3
+    starts = (tmp_path / "starts.txt").read_text().splitlines()
+    assert starts == [f"base-python {base} {base}", f"head-python {head} none"] * 3
 
 
 def test_a_configuration_one_side_did_not_measure_keeps_its_first_verdict_and_says_why(tmp_path: Path):
