@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import multiprocessing.synchronize
+import re
 from pathlib import Path
 from typing import Any
 
 from pytest_benchmark.stats import Stats
 
 from zvperf.gate import baselines
+from zvperf.gate.markdown import ZERO_WIDTH_SPACE
 from zvperf.results.schema import REQUIRED_KEYS, ResultsFile, load_results
 
 KEY = "cpu-test-2c"
@@ -46,6 +48,28 @@ def write_results(
     }
     path.write_text(json.dumps(document))
     return load_results(path)
+
+
+def plain(markdown: str) -> str:
+    """Markdown text as it reads: zvperf.gate.markdown's backslash escapes and zero-width spaces undone."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace(ZERO_WIDTH_SPACE, "")
+
+
+def table_cells(line: str) -> list[str]:
+    """The cells of a Markdown table row, split on its unescaped pipes, as GFM splits them ([] for another line)."""
+    if not line.startswith("| "):
+        return []
+    return [cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
+
+
+def with_unmeasured(results: ResultsFile, unmeasured: dict[str, dict[str, str]], timed: bool = True) -> ResultsFile:
+    """The same file with benchmarks the run recorded as not timed (results format 3's zvperf.unmeasured), and
+    without its timed ones unless ``timed``."""
+    document = json.loads(results.path.read_text())
+    document["zvperf"] = {"format": 3, "unmeasured": unmeasured}
+    document["benchmarks"] = document["benchmarks"] if timed else []
+    results.path.write_text(json.dumps(document))
+    return load_results(results.path)
 
 
 def update_many(directory: Path, prefix: str, count: int, start: multiprocessing.synchronize.Barrier) -> None:

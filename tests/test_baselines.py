@@ -129,7 +129,7 @@ def test_show_lists_the_entries(tmp_path: Path, capsys):
 def test_several_runs_pool_their_rounds_into_one_entry(tmp_path: Path, capsys):
     directory = tmp_path / "bl"
     fast, slow = tmp_path / "fast.json", tmp_path / "slow.json"
-    write_results(fast, [bench("x", [1.0, 1.1, 1.2]), bench("only-fast", [5.0, 5.0, 5.0])])
+    write_results(fast, [bench("x", [1.0, 1.1, 1.2]), bench("only-fast", [5.0, 5.1, 5.2, 5.3, 5.4])])
     write_results(slow, [bench("x", [1.3, 1.4, 1.5, 1.6])])
     assert main(["baseline", "update", str(fast), str(slow), "--baselines-dir", str(directory)]) == 0
     assert "2 added" in capsys.readouterr().out
@@ -138,7 +138,7 @@ def test_several_runs_pool_their_rounds_into_one_entry(tmp_path: Path, capsys):
     pooled, single = stored.entries["x solver"], stored.entries["only-fast solver"]
     assert pooled.runs == 2 and pooled.rounds == 7 and pooled.median == pytest.approx(1.3)
     assert pooled.data == pytest.approx([1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6])
-    assert single.runs == 1 and single.rounds == 3
+    assert single.runs == 1 and single.rounds == 5
 
 
 @pytest.mark.parametrize(
@@ -162,3 +162,60 @@ def test_two_processes_updating_at_once_lose_no_entry(tmp_path: Path):
     assert stored is not None
     assert sorted(stored.entries) == sorted(f"{p}{i} solver" for p in ("a", "b") for i in range(count))
     assert not list((tmp_path / "bl").glob(".*.tmp"))  # no temporary file left behind
+
+
+# --- a baseline the gate cannot judge against ---------------------------------------------------------------------
+
+ROOT = Path(__file__).parents[1]
+H100_RUN = ROOT / "reports" / "nvidia-h100-80gb-hbm3" / "results.json"  # the run the H100 baseline was made from
+
+
+def slower_copy(source: Path, factor: float, out: Path) -> Path:
+    """``source`` with every round time, and every statistic made of them, ``factor`` times larger."""
+    document = json.loads(source.read_text())
+    for benchmark in document["benchmarks"]:
+        stats = benchmark["stats"]
+        stats["data"] = [t * factor for t in stats["data"]]
+        for key in ("min", "max", "mean", "median", "iqr", "q1", "q3", "stddev", "ld15iqr", "hd15iqr", "total"):
+            stats[key] *= factor
+    out.write_text(json.dumps(document))
+    return out
+
+
+def test_the_h100_baseline_says_it_cannot_judge_a_20_percent_slower_run_and_require_baseline_fails(
+    tmp_path: Path, capsys
+):
+    """The committed H100 baseline has 3 or 5 rounds a row: against 3 new ones no p can go below 0.05. A copy of
+    its own run made 20% slower said "found no slowdown" and passed, --require-baseline too."""
+    slow = slower_copy(H100_RUN, 1.2, tmp_path / "slow.json")
+    args = ["compare", str(slow), "--baselines-dir", str(ROOT / "baselines"), "--format", "json"]
+    assert main([*args, "--require-baseline"]) == 1
+    document = json.loads(capsys.readouterr().out)
+    cannot = [v for v in document["verdicts"] if "the baseline cannot judge this row" in v["reason"]]
+    assert cannot and all(v["status"] == "inconclusive" and v["rounds"] == [3, 3] for v in cannot)
+    assert all("smallest p is 0.050, not below alpha 0.01" in v["reason"] for v in cannot)
+    assert document["failed"] and any(
+        p.startswith(f"the baseline cannot judge {len(cannot)} of 30 configurations") for p in document["problems"]
+    )
+    assert main(args) == 0  # without --require-baseline it does not fail, but says so in its last line
+    summary = json.loads(capsys.readouterr().out)["summary"]
+    assert f"(the baseline cannot judge {len(cannot)}: too few rounds)" in summary
+
+
+def test_an_update_the_gate_could_not_judge_against_is_refused_and_writes_nothing(tmp_path: Path, capsys):
+    directory = tmp_path / "bl"
+    config = ["--gate-config", str(ROOT / "baselines" / "gate.toml")]
+    assert main(["baseline", "update", str(H100_RUN), "--baselines-dir", str(directory), *config]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"zvperf baseline: error: {directory / 'nvidia-h100-80gb-hbm3.json'} was not updated: ")
+    # The 3-round rows at alpha 0.01; the 3-round cold starts reach gate.toml's 0.1 (p 0.05).
+    assert "could not judge 12 of 30 benchmarks" in error and "(n=3/3: smallest p 0.05, alpha 0.01)" in error
+    assert not (directory / "nvidia-h100-80gb-hbm3.json").exists()
+    five = write_results(tmp_path / "five.json", [bench("a-1step", spread_rounds(0.1, n=5))])
+    assert main(["baseline", "update", str(five.path), "--baselines-dir", str(directory)]) == 0  # 1/252 < 0.01
+    (directory / "gate.toml").write_text('[override."b-*"]\nalpha = 0.1\n')
+    three = write_results(tmp_path / "three.json", [bench(n, spread_rounds(0.1, n=3)) for n in ("a-1step", "b-1step")])
+    assert main(["baseline", "update", str(three.path), "--baselines-dir", str(directory)]) == 2
+    assert "could not judge 1 of 2 benchmarks" in capsys.readouterr().err  # b's alpha 0.1 is reachable: p 0.05
+    stored = baselines.read(directory / f"{KEY}.json")
+    assert stored is not None and stored.entries["a-1step solver"].rounds == 5  # the refused update left it

@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,12 +62,59 @@ def test_confirmation_turns_a_stale_baseline_failure_into_a_pass(tmp_path: Path)
     assert again.confirmation.startswith("1 failed or inconclusive configuration(s) re-run A/B: 3 base")
 
 
+def test_a_confirmation_judges_the_rows_a_short_baseline_cannot_and_require_baseline_then_holds(tmp_path: Path):
+    """--require-baseline fails on a row the stored baseline's rounds cannot judge, until the A/B processes' pooled
+    rounds judge it in the same job."""
+    baselines.update(tmp_path / "bl", write_results(tmp_path / "old.json", [bench(ID, spread_rounds(0.1, n=3))]))
+    new = write_results(tmp_path / "new.json", [bench(ID, spread_rounds(0.1, n=3))])
+    report = judge.compare(new, tmp_path / "bl", GateConfig(), require_baseline=True)
+    assert report.failed and report.unjudgeable == 1 and [v.id for v in to_confirm(report)] == [f"{ID} solver"]
+    again = confirmed(report, runs(tmp_path, "base", 0.1), runs(tmp_path, "head", 0.1), [f"{ID} solver"])
+    assert [v.status for v in again.verdicts] == [judge.PASS] and again.unmet == [] and not again.failed
+
+
 def test_confirmation_keeps_a_real_25_percent_slowdown_a_failure(tmp_path: Path):
     report = stale_report(tmp_path)
     again = confirmed(report, runs(tmp_path, "base", 0.1), runs(tmp_path, "head", 0.125), [f"{ID} solver"])
     (verdict,) = again.verdicts
     assert verdict.status == judge.FAIL and again.failed
     assert verdict.change == pytest.approx(0.25, abs=0.01) and verdict.method == "exact"
+
+
+STAND_IN_PYTHON = """#!/bin/sh
+# An interpreter's stand-in: it says how it was started, then writes the results file the benchmark would have.
+for arg; do case "$arg" in --benchmark-json=*) out="${arg#--benchmark-json=}";; esac; done
+printf '%s %s %s\\n' "$(basename "$0")" "$PWD" "${PYTHONPATH:-none}" >> "$STARTS"
+cp "$RESULTS" "$out"
+"""
+
+
+def test_with_head_python_the_heads_processes_run_its_own_environment_and_this_zvperf_only_judges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """CI's wiring: the base commit's zvperf confirms, its processes with its own interpreter and the base checkout
+    first on PYTHONPATH; the head's with the head environment's interpreter and nothing put on PYTHONPATH (the
+    zvperf installed there), in the current folder (the head's checkout)."""
+    from zvperf.suite.confirm import ab_runs
+
+    base, head, work = tmp_path / "base", tmp_path / "head", tmp_path / "work"
+    (base / "zvperf").mkdir(parents=True)
+    (base / "zvperf" / "__init__.py").write_text("")
+    head.mkdir()
+    work.mkdir()
+    for name in ("base-python", "head-python"):
+        (tmp_path / name).write_text(STAND_IN_PYTHON)
+        (tmp_path / name).chmod(0o755)
+    results = write_results(tmp_path / "measured.json", [bench(ID, spread_rounds(0.1))])
+    monkeypatch.setenv("STARTS", str(tmp_path / "starts.txt"))
+    monkeypatch.setenv("RESULTS", str(results.path))
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "base-python"))  # this process: the base's zvperf
+    monkeypatch.chdir(head)
+    base_runs, head_runs = ab_runs([f"{ID} solver"], base, [], work, head_python=str(tmp_path / "head-python"))
+    assert len(base_runs) == len(head_runs) == 3
+    starts = (tmp_path / "starts.txt").read_text().splitlines()
+    assert starts == [f"base-python {base} {base}", f"head-python {head} none"] * 3
 
 
 def test_a_configuration_one_side_did_not_measure_keeps_its_first_verdict_and_says_why(tmp_path: Path):

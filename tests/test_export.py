@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -161,15 +162,40 @@ def test_github_action_benchmark_export_is_valid_with_the_runs_numbers(tmp_path,
     assert github_errors(document) == []
     run = load_results(results)
     entries = {entry["name"]: entry for entry in document}
+    ranges = []
     for result in run.results:
         latency = entries[f"{result.id} - latency"]
         assert latency["unit"] == "ms" and latency["value"] == pytest.approx(result.median * 1e3)
-        assert latency["range"] == f"± {result.iqr * 1e3 / 2:.6g}"
+        # The range reaches from the median down to the first quartile and up to the third, in ms.
+        down, up = (float(part) for part in re.fullmatch(r"-(\S+) \+(\S+)", latency["range"]).groups())
+        assert result.median - down / 1e3 == pytest.approx(result.stats["q1"], rel=1e-5)
+        assert result.median + up / 1e3 == pytest.approx(result.stats["q3"], rel=1e-5)
+        ranges.append((down, up))
         assert run.hardware_key in latency["extra"] and all(f"flag {f}" in latency["extra"] for f in result.flags)
+        assert f"commit {run.commit[:12]}" in latency["extra"].splitlines()
         assert entries[f"{result.id} - rtf"]["value"] == pytest.approx(result.facts.rtf)
         assert entries[f"{result.id} - peak memory"]["unit"] == "MiB"
     energy = [e for e in document if e["name"].endswith("energy per audio second")]
     assert bool(energy) == (results == GPU) and all(e["unit"] == "J/s of audio" for e in energy)
+    assert any(abs(down - up) > 0.2 * max(down, up) for down, up in ranges)  # off-centre medians, said as they are
+
+
+def test_github_action_benchmark_export_says_a_changed_tree_and_no_range_without_quartiles(tmp_path):
+    """A run of uncommitted changes keeps its +dirty (the 12-character commit cut it off); a file saved without
+    quartiles has no range, rather than one made up around the median."""
+    document = json.loads(CPU.read_text())
+    document["commit_info"]["dirty"] = True
+    dirty = tmp_path / "dirty.json"
+    dirty.write_text(json.dumps(document))
+    commit = document["commit_info"]["id"]
+    assert all(
+        f"commit {commit[:12]}+dirty" in e["extra"].splitlines()
+        for e in export(tmp_path, dirty, "github-action-benchmark")
+        if "extra" in e
+    )
+    plain = write_results(tmp_path / "r.json", [bench("a-1step", spread_rounds(0.1))], commit="0123456789abcdef")
+    (latency, *_) = export(tmp_path, plain.path, "github-action-benchmark")
+    assert "range" not in latency and "commit 0123456789ab" in latency["extra"].splitlines()
 
 
 def test_export_to_standard_output_leaves_out_injected_slowdowns(tmp_path, capsys):

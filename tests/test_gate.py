@@ -76,7 +76,10 @@ def test_a_slowdown_beyond_the_threshold_that_is_not_significant_is_inconclusive
 def test_too_few_rounds_is_inconclusive_not_a_pass(tmp_path: Path):
     (verdict,) = gate_report(tmp_path, spread_rounds(0.2, n=3), spread_rounds(0.1, n=3)).verdicts
     assert verdict.status == judge.INCONCLUSIVE
-    assert verdict.reason == "too few rounds (n=3/3) for p < 0.01"
+    assert verdict.reason == (
+        "the baseline cannot judge this row: with n=3/3 rounds the exact test's smallest p is 0.050, "
+        "not below alpha 0.01"
+    )
     assert "(+100.0%, p=0.050 exact, p_adj=0.050, n=3/3)" in verdict.message
 
 

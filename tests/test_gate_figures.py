@@ -248,7 +248,9 @@ def test_figures_have_no_p_value_and_stay_out_of_the_benjamini_hochberg_adjustme
     assert memory == {
         "metric": "peak memory",
         "unit": "MiB",
+        "decimals": 0,
         "status": "fail",
+        "label": "FAIL",
         "threshold": 0.1,
         "value": 2000.0,
         "reference": 1000.0,

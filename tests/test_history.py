@@ -179,6 +179,13 @@ def test_regressions_are_counted_from_the_latest_tag_or_the_one_named(recorded, 
     assert len(named) == 3 and all(f"since {STEP_COMMIT[:12]}" in line for line in named[1:])
 
 
+def test_since_none_counts_from_the_start_of_the_history_whatever_the_tags(recorded, capsys, released):
+    """The help's "none: from the start of the history": the step before both tags stands again."""
+    regressions = show(capsys, recorded, "--since", "none")["regressions"]
+    assert regressions[0] == "Regressions standing since the start of the history (--since none), largest first:"
+    assert len(regressions) == 3 and all(f"since {STEP_COMMIT[:12]}" in line for line in regressions[1:])
+
+
 def test_a_release_whose_commit_was_measured_is_found_by_its_id(recorded):
     runs = store.read(recorded / f"{synthetic.KEY}.jsonl")
     measured = synthetic.STEP_AT + 2

@@ -72,9 +72,10 @@ def test_the_launcher_stops_the_shards_it_started_when_it_fails(tmp_path: Path, 
 def test_a_confirm_process_leaves_nothing_running_and_its_failure_names_its_side(tmp_path: Path, monkeypatch):
     pid_file = tmp_path / "grandchild.pid"
     code = spawning_code(pid_file, then="print('the last line of its output'); sys.exit(3)")
-    monkeypatch.setattr(confirm, "pytest_command", lambda *args: [sys.executable, "-c", code])
+    monkeypatch.setattr(confirm, "pytest_command", lambda *args, python: [python, "-c", code])
     with pytest.raises(ZvperfError) as error:
-        confirm._run("base", tmp_path, tmp_path, tmp_path / "cache", tmp_path / "base-1.json", [])
+        side = confirm.Side("base", sys.executable, tmp_path, tmp_path, tmp_path / "cache")
+        confirm._run(side, tmp_path / "base-1.json", [])
     assert str(error.value) == (
         "the base commit's benchmark process failed (pytest exit 3): the last line of its output"
     )

@@ -18,6 +18,8 @@ COMMANDS = {
     "baseline": "update, show or revert the per-hardware baselines the gate compares with",
     "bench": "run the benchmark matrix split over several GPUs (one process each) and merge the JSON",
     "calibrate": "measure the gate's false-alarm and detection rates on this machine with injected slowdowns",
+    "comment": "the gate's JSON reports of one or more runners as one Markdown comment: failing rows first, every "
+    "text from the results made inert, under GitHub's 65,536 characters",
     "compare": "judge a --benchmark-json file against the baselines of its hardware (exit 1 on a significant slowdown)",
     "confirm": "judge a --benchmark-json file, then re-run its failed and inconclusive configurations A/B against "
     "the base commit's checkout in alternating processes and judge head against base",

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from zvperf.errors import ZvperfError
 from zvperf.gate import baselines
+from zvperf.gate.config import load_config
 from zvperf.gate.judge import seconds
-from zvperf.gate.options import add_baseline_options
-from zvperf.results.schema import load_results
+from zvperf.gate.options import add_baseline_options, add_config_option
+from zvperf.results.schema import load_results, short_commit
 from zvperf.results.summary import format_table
 
 
@@ -26,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     revert.add_argument("id", help="the benchmark id, e.g. 'zipvoice_distill-4step-torch-fp32 solver'")
     for action in (update, show, revert):
         add_baseline_options(action.add_argument)
+    # Whose alpha an entry must be able to reach: an update the gate could not judge against is refused.
+    add_config_option(update.add_argument)
     for action in (show, revert):
         action.add_argument("--hardware-key", help="whose baseline (default: this machine's, as --zv-device auto)")
 
@@ -62,7 +65,7 @@ def _show(args: argparse.Namespace) -> None:
             "rounds": str(entry.rounds),
             "runs": str(entry.runs),
             "date": entry.date[:19],
-            "commit": entry.commit[:12] + ("+dirty" if entry.commit.endswith("+dirty") else ""),
+            "commit": short_commit(entry.commit),
             "weights": entry.weights,
             "previous": seconds(entry.previous.median) if entry.previous else "-",
         }
@@ -74,7 +77,9 @@ def _show(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "update":
-        summary = baselines.update(args.baselines_dir, *(load_results(path) for path in args.results))
+        config = load_config(args.gate_config, args.baselines_dir)
+        runs = [load_results(path) for path in args.results]
+        summary = baselines.update(args.baselines_dir, *runs, config=config)
         print("\n".join(summary.lines()))
     elif args.action == "show":
         _show(args)

@@ -16,6 +16,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     compare.add_arguments(p)
     add_confirm_options(p.add_argument)
     p.add_argument(
+        "--head-python",
+        metavar="PYTHON",
+        help="the interpreter of the head's own environment: its processes run the zvperf installed there, and this "
+        "zvperf only judges (CI: the base commit's, installed apart); default: this interpreter with this code",
+    )
+    p.add_argument(
         "pytest_args",
         nargs="*",
         metavar="-- PYTEST_ARGS",
@@ -24,5 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = confirm_report(compare.gate_report(args), args.base_checkout, args.pytest_args, args.processes)
+    report = confirm_report(
+        compare.gate_report(args), args.base_checkout, args.pytest_args, args.processes, head_python=args.head_python
+    )
     return compare.print_report(args, report)

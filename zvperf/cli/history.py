@@ -10,7 +10,7 @@ from pathlib import Path
 from zvperf.errors import ZvperfError
 from zvperf.gate.judge import seconds
 from zvperf.history import store, trends, writer
-from zvperf.history.releases import Release, add_since_option, find_release
+from zvperf.history.releases import FROM_START, Release, add_since_option, find_release
 from zvperf.results.schema import load_results
 
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -81,9 +81,12 @@ def _at(trend: trends.Trend, change: trends.Change) -> str:
     return f"{change.commit[:12]} ({trend.points[change.index].time[:10]})"
 
 
-def _release_label(release: Release | None) -> str:
+def _release_label(release: Release | None, since: str | None) -> str:
     if release is None:
-        return "the start of the history (no release tag found; --since REF names one)"
+        asked = since == FROM_START
+        return (
+            f"the start of the history ({'--since none' if asked else 'no release tag found; --since REF names one'})"
+        )
     return f"{release.name} ({release.commit[:12]}, {release.time[:10]})"
 
 
@@ -116,9 +119,9 @@ def trend_lines(trend: trends.Trend) -> list[str]:
     return lines
 
 
-def regression_lines(found: list[trends.Trend], release: Release | None) -> list[str]:
+def regression_lines(found: list[trends.Trend], release: Release | None, since: str | None) -> list[str]:
     standing = trends.standing_regressions(found)
-    header = f"Regressions standing since {_release_label(release)}"
+    header = f"Regressions standing since {_release_label(release, since)}"
     if not standing:
         return [f"{header}: none of {trends.REGRESSION_THRESHOLD:.0%} or more."]
     lines = [f"{header}, largest first:"]
@@ -149,7 +152,7 @@ def _show(args: argparse.Namespace) -> None:
             continue
         for trend in found:
             print("\n".join(trend_lines(trend)))
-        print("\n".join(regression_lines(found, release)))
+        print("\n".join(regression_lines(found, release, args.since)))
 
 
 def run(args: argparse.Namespace) -> int:

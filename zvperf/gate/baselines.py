@@ -25,6 +25,12 @@ Baseline format history (``format``; a file without it is format 1):
    would rewrite the entries it does not replace without their figures.
 
 A file of a newer format is refused with one sentence and left as it is.
+
+Given the gate's settings, an update whose entries the gate could never judge is refused, and nothing is written:
+an entry's m stored rounds against n rounds of a run like the ones stored (the most rounds one of them has) where
+the exact Mann-Whitney test's smallest p, 1 / C(n+m, n), is not below the entry's alpha. That is before the
+Benjamini-Hochberg adjustment over a run's tests, which can only raise p and depends on the run: ``zvperf.gate.judge``
+checks it again with the run's own rounds.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ from pytest_benchmark.stats import Stats
 from zvperf.errors import ZvperfError
 from zvperf.files import locked, write_atomic
 from zvperf.gate import metrics
+from zvperf.gate.config import GateConfig
+from zvperf.gate.stats import min_p_value
 from zvperf.results.schema import Result, ResultsFile
 from zvperf.results.stores import SOFTWARE_KEYS as SOFTWARE_KEYS  # re-exported: the gate names them from here
 from zvperf.results.stores import key_path, keys_in, machine_summary, order_statistics, run_versions
@@ -239,9 +247,28 @@ def _same_stack(runs: tuple[ResultsFile, ...]) -> None:
                 )
 
 
-def update(directory: Path, *runs: ResultsFile) -> UpdateSummary:
+def _refuse_unjudgeable(
+    path: Path, new: dict[str, Entry], measured: dict[str, list[tuple[Result, ResultsFile]]], config: GateConfig
+) -> None:
+    """Raise when a run like these could never be judged against an entry: too few rounds for its alpha."""
+    unjudgeable = []
+    for name, entry in new.items():
+        n, m = max(len(result.data) for result, _ in measured[name]), len(entry.data)
+        alpha = config.rule(name).alpha
+        if min_p_value(n, m) >= alpha:
+            unjudgeable.append(f"{name!r} (n={n}/{m}: smallest p {min_p_value(n, m):.3g}, alpha {alpha:g})")
+    if unjudgeable:
+        raise ZvperfError(
+            f"{path} was not updated: the gate could not judge {len(unjudgeable)} of {len(new)} benchmarks against "
+            f"it, their rounds too few for the exact Mann-Whitney test to reach alpha even before the Benjamini-"
+            f"Hochberg adjustment, such as {unjudgeable[0]}; run more rounds (--zv-rounds) or pool more runs."
+        )
+
+
+def update(directory: Path, *runs: ResultsFile, config: GateConfig | None = None) -> UpdateSummary:
     """Merge the results of one or more runs into the baseline file of their hardware key (only that file is
-    touched). Several runs of the same benchmark pool their rounds into one entry."""
+    touched). Several runs of the same benchmark pool their rounds into one entry. With the gate's ``config``, an
+    update with entries the gate could not judge (too few rounds for alpha) is refused."""
     for run in runs:
         if "hardware_key" not in run.zvperf_machine:
             raise ZvperfError(f"{run.path}: machine_info.zvperf has no hardware_key to file the baseline under.")
@@ -259,7 +286,9 @@ def update(directory: Path, *runs: ResultsFile) -> UpdateSummary:
                 measured.setdefault(result.id, []).append((result, run))
     new = {name: Entry.pooled(pairs) for name, pairs in measured.items() if name not in summary.skipped}
     with locked(path):
-        current = read(path) or BaselineFile(path, runs[0].hardware_key, {}, {})
+        current = read(path) or BaselineFile(path, runs[0].hardware_key, {}, {})  # a broken file is said first
+        if config is not None:
+            _refuse_unjudgeable(path, new, measured, config)
         current.machine = machine_summary(runs[0])
         for name, entry in new.items():
             old = current.entries.get(name)

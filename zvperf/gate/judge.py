@@ -12,8 +12,11 @@ size. The threshold keeps a significant but negligible drift from failing; the t
 median from failing.
 
 With n and m rounds the smallest p the exact test can reach is 1 / C(n+m, n) (5 vs 5: 1/252 = 0.004;
-4 vs 4: 1/70 = 0.014), so with alpha = 0.01 each side needs 5 rounds; with fewer the verdict is
-*inconclusive*, never a pass. Inconclusive too: a result or baseline whose IQR is above
+4 vs 4: 1/70 = 0.014), so with alpha = 0.01 each side needs 5 rounds. The Benjamini-Hochberg adjusted p-values
+rise with every p-value of the run, so the smallest adjusted p a row can reach is the adjustment of every tested
+row's smallest reachable p; where that is not below the row's alpha, the baseline cannot judge the row: it is
+*inconclusive* and says so, never a pass, and ``--require-baseline`` fails the run (a longer baseline, or CI's A/B
+confirmation with its pooled rounds, can judge it). Inconclusive too: a result or baseline whose IQR is above
 ``max_spread`` of its median, a throttled GPU, and a slowdown beyond the threshold that is not
 significant (it may be real: run again with more rounds, or confirm it: ``zvperf.gate.confirm``).
 
@@ -43,6 +46,7 @@ from typing import Any
 from zvperf.gate import baselines, metrics
 from zvperf.gate.baselines import Entry
 from zvperf.gate.config import CONFIG_NAME, GateConfig, Rule
+from zvperf.gate.numbers import p_number, seconds
 from zvperf.gate.stats import benjamini_hochberg, mann_whitney, min_p_value
 from zvperf.results.schema import DESELECTED, Result, ResultsFile, Unmeasured
 
@@ -72,18 +76,6 @@ _METRIC_COUNTED_AS = {
     INCONCLUSIVE: "inconclusive",
     NO_FIGURE: "without a figure",
 }
-
-
-def seconds(value: float) -> str:
-    if value >= 1:
-        return f"{value:.2f} s"
-    if value >= 1e-3:
-        return f"{value * 1e3:.1f} ms"
-    return f"{value * 1e6:.0f} us"
-
-
-def p_number(p: float) -> str:
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def p_text(p: float | None, name: str = "p") -> str:
@@ -138,7 +130,8 @@ class MetricVerdict:
 
     def to_json(self) -> dict[str, Any]:
         value = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "metric"}
-        return {"metric": self.metric.name, "unit": self.metric.unit, **value}
+        metric = {"metric": self.metric.name, "unit": self.metric.unit, "decimals": self.metric.decimals}
+        return {**metric, **value, "label": self.label}
 
 
 def judge_figure(
@@ -188,6 +181,8 @@ class Verdict:
     problems: list[str] = dataclasses.field(default_factory=list)  # why it cannot be judged (noise, rounds)
     rule: Rule = Rule()
     metrics: list[MetricVerdict] = dataclasses.field(default_factory=list)  # figures gate.toml asks to judge
+    # The smallest adjusted p this row can reach in this run (every tested row at its smallest p): None, untested.
+    reachable_p: float | None = None
 
     @property
     def failing(self) -> bool:
@@ -220,14 +215,36 @@ class Verdict:
         figures = [f"{m.label:<12}  {self.id}: {m.describe(self.reference)}" for m in self.metrics]
         return [text, *figures] + [f"{'':<12}  warning: {w}" for w in self.warnings]
 
+    @property
+    def unjudgeable(self) -> bool:
+        """No outcome of this run's tests could make this row significant: its rounds (and the baseline's) are too
+        few for its alpha."""
+        return self.reachable_p is not None and self.reachable_p >= self.rule.alpha
+
+    def _unjudgeable_reason(self) -> str:
+        assert self.rounds is not None and self.reachable_p is not None
+        n, m = self.rounds
+        smallest = min_p_value(n, m)
+        adjusted = (
+            f", {p_number(self.reachable_p)} at best after the Benjamini-Hochberg adjustment over this run's tests"
+            if self.reachable_p > smallest
+            else ""
+        )
+        return (
+            f"the baseline cannot judge this row: with n={n}/{m} rounds the exact test's smallest p is "
+            f"{p_number(smallest)}{adjusted}, not below alpha {self.rule.alpha:g}"
+        )
+
     def decide(self) -> None:
-        """The status, from the change, the adjusted p-value and the problems (once p_adjusted is set)."""
+        """The status, from the change, the adjusted p-value and the problems (once p_adjusted and reachable_p are
+        set)."""
         rule = self.rule
         significant = self.p_adjusted is not None and self.p_adjusted < rule.alpha
         assert self.change is not None
         self.status, self.reason = PASS, ""
-        if self.problems:
-            self.status, self.reason = INCONCLUSIVE, "; ".join(self.problems)
+        problems = ([self._unjudgeable_reason()] if self.unjudgeable else []) + self.problems
+        if problems:
+            self.status, self.reason = INCONCLUSIVE, "; ".join(problems)
         elif self.change > rule.threshold:
             if significant:
                 self.status = FAIL
@@ -244,6 +261,7 @@ class Verdict:
         value = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skipped}
         value["metrics"] = [m.to_json() for m in self.metrics]
         value["message"] = self.message
+        value["label"] = self.label
         value["failing"] = self.failing
         return value
 
@@ -254,8 +272,6 @@ def _noise(result: Result, baseline: Entry, rule: Rule) -> list[str]:
     n, m = len(result.data), len(baseline.data)
     if not n or not m:
         problems.append("no raw round times " + ("in the results" if not n else "in the baseline"))
-    elif min_p_value(n, m) >= rule.alpha:
-        problems.append(f"too few rounds (n={n}/{m}) for p < {rule.alpha:g}")
     if result.throttled:
         problems.append("the GPU throttled during the run")
     if baseline.throttled:
@@ -327,9 +343,12 @@ def judge(
 
 def decide_all(verdicts: list[Verdict]) -> None:
     """Adjust the p-values of every tested verdict together (Benjamini-Hochberg), then decide each."""
-    tested = [(v, v.p) for v in verdicts if v.p is not None]
-    for (verdict, _), adjusted in zip(tested, benjamini_hochberg([p for _, p in tested]), strict=True):
-        verdict.p_adjusted = adjusted
+    tested = [v for v in verdicts if v.p is not None and v.rounds is not None]
+    adjusted = benjamini_hochberg([v.p for v in tested if v.p is not None])
+    # Adjusted p-values rise with every p-value: with each test at its smallest p, each row is at its smallest.
+    reachable = benjamini_hochberg([min_p_value(*v.rounds) for v in tested if v.rounds is not None])
+    for verdict, p_adjusted, reachable_p in zip(tested, adjusted, reachable, strict=True):
+        verdict.p_adjusted, verdict.reachable_p = p_adjusted, reachable_p
     for verdict in verdicts:
         if verdict.change is not None:
             verdict.decide()
@@ -344,10 +363,31 @@ class GateReport:
     warnings: list[str]  # about the whole run: no baseline file for this hardware, other CPU flags
     problems: list[str] = dataclasses.field(default_factory=list)  # what fails the whole run (--require-baseline)
     confirmation: str = ""  # how the failed and inconclusive verdicts were confirmed A/B, when they were
+    # --require-baseline with a baseline file: a judgement is required, and every row must be judgeable. Checked on
+    # the verdicts as they are (a confirmation can judge rows the stored baseline could not).
+    require_judgement: bool = False
+
+    @property
+    def unmet(self) -> list[str]:
+        """What fails the whole run: its problems, and what --require-baseline asks for and the verdicts lack."""
+        found = list(self.problems)
+        if self.require_judgement and not self.judged:
+            found.append("nothing was judged, and --require-baseline asks for a judgement")
+        unjudgeable = self.unjudgeable
+        if self.require_judgement and unjudgeable:
+            found.append(
+                f"the baseline cannot judge {unjudgeable} of {len(self.verdicts)} configurations (too few rounds to "
+                "reach alpha: record a longer baseline), and --require-baseline asks for a judgement"
+            )
+        return found
+
+    @property
+    def unjudgeable(self) -> int:
+        return sum(v.status == INCONCLUSIVE and v.unjudgeable for v in self.verdicts)
 
     @property
     def failed(self) -> bool:
-        return bool(self.problems) or any(v.failing for v in self.verdicts)
+        return bool(self.unmet) or any(v.failing for v in self.verdicts)
 
     def count(self, status: str) -> int:
         return sum(v.status == status for v in self.verdicts)
@@ -388,10 +428,12 @@ class GateReport:
         """The last line: the outcome, and how many configurations were judged."""
         total = len(self.verdicts)
         unjudged = total - self.judged - self.count(ABSENT)
+        cannot = f" (the baseline cannot judge {self.unjudgeable}: too few rounds)" if self.unjudgeable else ""
         if self.failed:
-            outcome = "FAILED" + (f" ({'; '.join(self.problems)})" if self.problems else "")
+            unmet = self.unmet
+            outcome = "FAILED" + (f" ({'; '.join(unmet)})" if unmet else "")
         elif unjudged:
-            outcome = f"found no slowdown, but could not judge {unjudged} of {total}"
+            outcome = f"found no slowdown, but could not judge {unjudged} of {total}{cannot}"
         else:
             outcome = "passed"
         decided = ", ".join(f"{self.count(s)} {_COUNTED_AS[s]}" for s in JUDGED)
@@ -470,9 +512,9 @@ def compare(results: ResultsFile, directory: Path, config: GateConfig, require_b
             continue  # judged above, or left out on purpose with nothing to compare
         verdicts.append(_unmeasured_verdict(name, why, entries.get(name), key, config))
     decide_all(verdicts)
-    if require_baseline and baseline is not None and not any(v.status in JUDGED for v in verdicts):
-        problems.append("nothing was judged, and --require-baseline asks for a judgement")
-    return GateReport(key, path, config, verdicts, warnings, problems)
+    return GateReport(
+        key, path, config, verdicts, warnings, problems, require_judgement=require_baseline and baseline is not None
+    )
 
 
 def ignored_head_changes(head: Path | None, base: Path) -> list[str]:

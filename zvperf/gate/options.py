@@ -25,12 +25,17 @@ def add_baseline_options(add: Callable[..., Any], prefix: str = "") -> None:
     )
 
 
+def add_config_option(add: Callable[..., Any], prefix: str = "") -> None:
+    """``--{prefix}gate-config`` (the CLI also takes ``--config``)."""
+    names = [f"--{prefix}gate-config"] + ([] if prefix else ["--config"])
+    add(*names, type=Path, metavar="FILE", help="gate settings (default: BASELINES_DIR/gate.toml when present)")
+
+
 def add_gate_options(add: Callable[..., Any], prefix: str = "") -> None:
     """``--{prefix}baselines-dir``, ``--{prefix}gate-config`` (the CLI also takes ``--config``) and
     ``--{prefix}require-baseline``."""
     add_baseline_options(add, prefix)
-    names = [f"--{prefix}gate-config"] + ([] if prefix else ["--config"])
-    add(*names, type=Path, metavar="FILE", help="gate settings (default: BASELINES_DIR/gate.toml when present)")
+    add_config_option(add, prefix)
     add(
         f"--{prefix}require-baseline",
         action="store_true",

@@ -15,9 +15,12 @@ bmf.json``.
 
 **github-action-benchmark** (README, "customBiggerIsBetter and customSmallerIsBetter"; ``src/extract.ts``): a JSON
 array of ``{"name", "unit", "value", "range", "extra"}``, for ``tool: customSmallerIsBetter``. Names are
-``<id> - latency`` (unit ``ms``, range ``± IQR/2``), ``<id> - rtf`` (``RTF``), ``<id> - peak memory`` (``MiB``)
-and ``<id> - energy per audio second`` (``J/s of audio``); ``extra`` is the tooltip (rounds, hardware key, commit,
-flags). The action matches entries across commits by name, so give each hardware key its own ``name:`` input.
+``<id> - latency`` (unit ``ms``), ``<id> - rtf`` (``RTF``), ``<id> - peak memory`` (``MiB``) and ``<id> - energy
+per audio second`` (``J/s of audio``); ``extra`` is the tooltip (rounds, hardware key, commit with ``+dirty`` when the
+tree had changes, flags). The latency's ``range`` (a free string to the action) is ``-a +b``: from the median down to
+the first quartile and up to the third, in ms, as the rounds' median is seldom centred between them; a file saved
+without quartiles gives no range. The action matches entries across commits by name, so give each hardware key its
+own ``name:`` input.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from zvperf.errors import ZvperfError
-from zvperf.results.schema import Result, ResultsFile
+from zvperf.results.schema import Result, ResultsFile, short_commit
 
 FORMATS = ("bencher", "github-action-benchmark")
 # Each figure besides the latency: its Bencher measure slug and its github-action-benchmark unit.
@@ -59,13 +62,21 @@ def _exported(results: ResultsFile) -> list[Result]:
     return kept
 
 
+def _quartiles(result: Result) -> tuple[float, float] | None:
+    """The rounds' first and third quartiles in seconds (pytest-benchmark's q1 and q3), when the file has them."""
+    if "q1" in result.stats and "q3" in result.stats:
+        return float(result.stats["q1"]), float(result.stats["q3"])
+    return None
+
+
 def to_bencher(results: ResultsFile) -> dict[str, dict[str, dict[str, float]]]:
     """The Bencher Metric Format document of a run."""
     document = {}
     for result in _exported(results):
         latency = {"value": result.median * 1e9}
-        if "q1" in result.stats and "q3" in result.stats:
-            latency.update(lower_value=float(result.stats["q1"]) * 1e9, upper_value=float(result.stats["q3"]) * 1e9)
+        quartiles = _quartiles(result)
+        if quartiles:
+            latency.update(lower_value=quartiles[0] * 1e9, upper_value=quartiles[1] * 1e9)
         measures = {"latency": latency}
         measures.update({BENCHER_MEASURES[what]: {"value": value} for what, value in _figures(result)})
         document[result.id] = measures
@@ -77,17 +88,14 @@ def to_github_action_benchmark(results: ResultsFile) -> list[dict[str, Any]]:
     entries = []
     for result in _exported(results):
         notes = [f"median of {result.stats.get('rounds', len(result.data))} rounds", results.hardware_key]
-        notes.append(f"commit {results.commit[:12]}")
+        notes.append(f"commit {short_commit(results.commit)}")
         notes += [f"flag {flag}" for flag in result.flags]
-        entries.append(
-            {
-                "name": f"{result.id} - latency",
-                "unit": "ms",
-                "value": result.median * 1e3,
-                "range": f"± {result.iqr * 1e3 / 2:.6g}",
-                "extra": "\n".join(notes),
-            }
-        )
+        latency = {"name": f"{result.id} - latency", "unit": "ms", "value": result.median * 1e3}
+        quartiles = _quartiles(result)
+        if quartiles:
+            low, high = ((result.median - quartiles[0]) * 1e3, (quartiles[1] - result.median) * 1e3)
+            latency["range"] = f"-{low:.6g} +{high:.6g}"
+        entries.append({**latency, "extra": "\n".join(notes)})
         entries += [
             {"name": f"{result.id} - {what}", "unit": GITHUB_UNITS[what], "value": value}
             for what, value in _figures(result)

@@ -277,7 +277,15 @@ class ResultsFile:
     def commit(self) -> str:
         """The commit id, ``+dirty`` when the tree had changes."""
         commit = str(self.commit_info.get("id", "unknown"))
-        return commit + "+dirty" if self.commit_info.get("dirty") else commit
+        return commit + DIRTY if self.commit_info.get("dirty") else commit
+
+
+DIRTY = "+dirty"
+
+
+def short_commit(commit: str) -> str:
+    """A commit id cut to 12 characters, its ``+dirty`` kept: a run of changed code must not pass for the commit."""
+    return commit.removesuffix(DIRTY)[:12] + (DIRTY if commit.endswith(DIRTY) else "")
 
 
 def _from_format_1(document: dict[str, Any]) -> dict[str, Any]:

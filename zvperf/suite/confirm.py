@@ -9,12 +9,18 @@ the base's dependency pins equal the head's; a change to the pins needs a base e
 workflow keys its environments on the pins, so a second one is built once). The base gets a ZVPERF_CACHE
 folder of its own (``confirm-base`` in the head's), so that neither runs the other's exported graphs or
 engines; the head keeps the one its first run filled.
+
+In CI it is the other way round (``zvperf confirm --head-python``): this process is the base commit's zvperf, in an
+environment of its own, and judges; the head's processes run with the head's environment's interpreter and the
+zvperf installed there, so that the change's code measures itself but never decides its verdict.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,26 +39,36 @@ from zvperf.suite.launcher import pytest_command
 _USABLE_EXITS = (0, 1, 5)
 
 
-def _environment(code_root: Path, cache: Path) -> dict[str, str]:
-    path = [str(code_root), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+@dataclasses.dataclass(frozen=True)
+class Side:
+    """How one commit's processes start."""
+
+    name: str  # base or head
+    python: str  # the interpreter
+    code_root: Path | None  # put first on PYTHONPATH (None: the zvperf the interpreter's environment installed)
+    cwd: Path | None  # the working directory (None: this one)
+    cache: Path  # its ZVPERF_CACHE
+    extra: tuple[str, ...] = ()  # pytest arguments of its own
+
+
+def _environment(code_root: Path | None, cache: Path) -> dict[str, str]:
+    path = [*filter(None, [str(code_root) if code_root else None, *os.environ.get("PYTHONPATH", "").split(os.pathsep)])]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(path), "ZVPERF_CACHE": str(cache)}
 
 
-def _run(
-    side: str, code_root: Path, cwd: Path | None, cache: Path, out: Path, args: Sequence[str]
-) -> ResultsFile | None:
-    command = pytest_command("-q", "-p", "no:cacheprovider", f"--benchmark-json={out}", *args)
-    env = _environment(code_root, cache)
+def _run(side: Side, out: Path, args: Sequence[str]) -> ResultsFile | None:
+    command = pytest_command("-q", "-p", "no:cacheprovider", f"--benchmark-json={out}", *args, python=side.python)
+    env = _environment(side.code_root, side.cache)
     log_path = out.with_suffix(".log")
     # A process group of its own: nothing the benchmark process started outlives it and times the next process.
     with (
         log_path.open("w") as log,
-        processes.group(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT) as process,
+        processes.group(command, cwd=side.cwd, env=env, stdout=log, stderr=subprocess.STDOUT) as process,
     ):
         code = process.wait()
     if code not in _USABLE_EXITS:
         tail = log_path.read_text(errors="replace").strip().splitlines() or ["no output"]
-        raise ZvperfError(f"the {side} commit's benchmark process failed (pytest exit {code}): {tail[-1]}")
+        raise ZvperfError(f"the {side.name} commit's benchmark process failed (pytest exit {code}): {tail[-1]}")
     return load_results(out) if out.exists() else None
 
 
@@ -63,9 +79,11 @@ def ab_runs(
     workdir: Path,
     processes: int = MIN_PROCESSES,
     head_args: Sequence[str] = (),
+    head_python: str | None = None,
 ) -> tuple[list[ResultsFile], list[ResultsFile]]:
     """``processes`` runs of each commit over the benchmarks ``ids`` (and nothing else), base first, then head,
-    alternating; their results files (a run that measured nothing at all is left out)."""
+    alternating; their results files (a run that measured nothing at all is left out). The head's processes run
+    this code with this interpreter, or ``head_python`` with the zvperf its environment installed."""
     if processes < MIN_PROCESSES:
         raise ZvperfError(f"a confirmation needs at least {MIN_PROCESSES} processes per side, not {processes}.")
     base = base_checkout.resolve()
@@ -75,15 +93,17 @@ def ab_runs(
     selection = ["-k", " or ".join(pytest_name(name) for name in ids)]  # after the caller's: the last -k wins
     root = cache_dir()
     runs: dict[str, list[ResultsFile]] = {"base": [], "head": []}
-    # (side, code first on sys.path, working directory, cache, extra pytest arguments): the base runs from its
-    # checkout, or the head's folder, first on sys.path as the working directory, would shadow it.
-    sides = (("base", base, base, root / "confirm-base", ()), ("head", head, None, root, tuple(head_args)))
+    # The base runs from its checkout: the head's folder, first on sys.path as the working directory, would shadow it.
+    sides = (
+        Side("base", sys.executable, base, base, root / "confirm-base"),
+        Side("head", head_python or sys.executable, None if head_python else head, None, root, tuple(head_args)),
+    )
     for index in range(1, processes + 1):
-        for side, code, cwd, cache, extra in sides:
-            out = workdir / f"{side}-{index}.json"
-            measured = _run(side, code, cwd, cache, out, [*pytest_args, *selection, *extra])
+        for side in sides:
+            out = workdir / f"{side.name}-{index}.json"
+            measured = _run(side, out, [*pytest_args, *selection, *side.extra])
             if measured is not None:
-                runs[side].append(measured)
+                runs[side.name].append(measured)
     return runs["base"], runs["head"]
 
 
@@ -93,11 +113,14 @@ def confirm_report(
     pytest_args: Sequence[str],
     processes: int = MIN_PROCESSES,
     head_args: Sequence[str] = (),
+    head_python: str | None = None,
 ) -> GateReport:
     """The report with its failed and inconclusive verdicts confirmed A/B (unchanged when there are none)."""
     ids = [v.id for v in to_confirm(report)]
     if not ids:
         return report
     with tempfile.TemporaryDirectory(prefix="zvperf-confirm-") as workdir:
-        base_runs, head_runs = ab_runs(ids, base_checkout, pytest_args, Path(workdir), processes, head_args)
+        base_runs, head_runs = ab_runs(
+            ids, base_checkout, pytest_args, Path(workdir), processes, head_args, head_python
+        )
     return confirmed(report, base_runs, head_runs, ids)

@@ -32,9 +32,9 @@ BENCHMARKS_MODULE = "zvperf.suite.benchmarks"
 PYTEST_ARGS = ("--benchmark-only", "--pyargs", BENCHMARKS_MODULE)
 
 
-def pytest_command(*args: str) -> list[str]:
-    """``python -m pytest --benchmark-only`` over zvperf's benchmarks, with ``args``."""
-    return [sys.executable, "-m", "pytest", *PYTEST_ARGS, *args]
+def pytest_command(*args: str, python: str | None = None) -> list[str]:
+    """``python -m pytest --benchmark-only`` over zvperf's benchmarks, with ``args`` (``python``: this one)."""
+    return [python or sys.executable, "-m", "pytest", *PYTEST_ARGS, *args]
 
 
 def visible_devices(value: str) -> list[str]:
