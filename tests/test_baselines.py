@@ -32,7 +32,14 @@ def test_update_writes_a_diff_friendly_file_with_everything_the_gate_needs(tmp_p
     assert entry["rounds"] == 80 and len(entry["data"]) == baselines.MAX_STORED_ROUNDS
     assert min(entry["data"]) == pytest.approx(0.2 * 0.98) and max(entry["data"]) == pytest.approx(0.2 * 1.02)
     assert entry["median"] == pytest.approx(0.2) and entry["iqr"] > 0
-    assert entry["versions"] == {"torch": "2.11.0", "cuda": None, "driver": None, "tensorrt": None, "onnxruntime": None}
+    assert entry["versions"] == {
+        "torch": "2.11.0",
+        "cuda": None,
+        "driver": None,
+        "tensorrt": None,
+        "onnxruntime": None,
+        "zipvoice": None,
+    }
     assert entry["weights"] == "official" and entry["commit"] == "abc123" and entry["date"].startswith("2026-01-02")
     assert "previous" not in entry
     assert oct(path.stat().st_mode & 0o777) == oct(0o644)

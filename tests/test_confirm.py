@@ -95,7 +95,7 @@ def test_with_head_python_the_heads_processes_run_its_own_environment_and_this_z
     """CI's wiring: the base commit's zvperf confirms, its processes with its own interpreter and the base checkout
     first on PYTHONPATH; the head's with the head environment's interpreter and nothing put on PYTHONPATH (the
     zvperf installed there), in the current folder (the head's checkout)."""
-    from zvperf.suite.confirm import ab_runs
+    from zvperf.suite.confirm import ab_runs, zvperf_sides
 
     base, head, work = tmp_path / "base", tmp_path / "head", tmp_path / "work"
     (base / "zvperf").mkdir(parents=True)
@@ -111,7 +111,8 @@ def test_with_head_python_the_heads_processes_run_its_own_environment_and_this_z
     monkeypatch.delenv("PYTHONPATH", raising=False)
     monkeypatch.setattr(sys, "executable", str(tmp_path / "base-python"))  # this process: the base's zvperf
     monkeypatch.chdir(head)
-    base_runs, head_runs = ab_runs([f"{ID} solver"], base, [], work, head_python=str(tmp_path / "head-python"))
+    sides = zvperf_sides(base, head_python=str(tmp_path / "head-python"))
+    base_runs, head_runs = ab_runs([f"{ID} solver"], sides, [], work)
     assert len(base_runs) == len(head_runs) == 3
     starts = (tmp_path / "starts.txt").read_text().splitlines()
     assert starts == [f"base-python {base} {base}", f"head-python {head} none"] * 3

@@ -245,7 +245,14 @@ def test_add_records_each_configurations_summary_in_one_line(tmp_path, capsys):
     assert run["format"] == 1 and run["hardware_key"] == synthetic.KEY
     assert run["commit"] == synthetic.commit_id(k) and run["commit_time"] == synthetic.commit_time(k)
     assert run["date"].startswith("2026-01-06T15:00")
-    assert run["versions"] == {"torch": "2.11.0", "cuda": None, "driver": None, "tensorrt": None, "onnxruntime": None}
+    assert run["versions"] == {
+        "torch": "2.11.0",
+        "cuda": None,
+        "driver": None,
+        "tensorrt": None,
+        "onnxruntime": None,
+        "zipvoice": None,
+    }
     assert run["machine"] == {"cpu": "Test CPU", "cpu_cores": 2, "gpu": None}
     flat = run["configs"][synthetic.FLAT_CONFIG]
     assert {key: flat[key] for key in ("model", "steps", "backend", "precision", "weights")} == {

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -16,12 +17,19 @@ import pytest
 import torch
 
 from tests.conftest import git
+from tests.gate_data import bench, write_results
 from tests.helpers import tiny_config, tiny_weights, write_official_dir
 from zvperf.backends import BackendUnavailable, check_runnable, get_backend
 from zvperf.backends.checkout import ENV, open_checkout
+from zvperf.cli import main
 from zvperf.engine.precision import relative_error
 from zvperf.engine.weights import synthetic_model
 from zvperf.errors import ZvperfError
+from zvperf.gate import baselines, judge
+from zvperf.gate.config import GateConfig
+from zvperf.report.render import Request, build
+from zvperf.results.schema import load_results
+from zvperf.suite.matrix import parse_combo
 
 BENCHMARKS = (Path(__file__).parent / "test_benchmarks.py").read_text()
 KINDS = ("solver", "e2e", "text_encoder", "vocoder", "cold_start")
@@ -214,3 +222,131 @@ def test_a_checkout_records_its_commit_and_uncommitted_changes(checkout_copy, tm
     assert open_checkout(plain).label == "not a git checkout"
     with pytest.raises(ZvperfError, match="is not a ZipVoice checkout"):
         open_checkout(tmp_path)
+
+
+DECODER_CALL = (
+    "            vt = self.fm_decoder(\n"
+    "                x=xt, t=t, padding_mask=padding_mask, guidance_scale=guidance_scale\n"
+    "            )\n"
+)
+
+
+def commit_change(checkout: Path, change, message: str) -> str:
+    """``change(source)`` applied to the checkout's zipvoice/models/zipvoice.py and committed: the new commit."""
+    model = checkout / "zipvoice" / "models" / "zipvoice.py"
+    source = model.read_text()
+    changed = change(source)
+    assert changed != source
+    model.write_text(changed)
+    git(checkout, "commit", "-q", "-am", message)
+    return git(checkout, "rev-parse", "HEAD")
+
+
+def test_zvperf_confirm_between_two_zipvoice_commits(run_official, checkout_copy, tmp_path, capsys, monkeypatch):
+    """Two commits of the user's ZipVoice, A/B under one zvperf: one that runs the distilled decoder twice per
+    evaluation fails with its commit named; one that changes a comment passes. One torch thread, as in
+    tests/test_confirm.py (two threads on two busy cores wait at every barrier), and a threshold of 50% (the
+    doubled decoder is about +100%; processes of identical code have differed by tens of percent on a loaded
+    machine, and loaded rounds spread far past the default 10% IQR limit): what is tested is that the sides differ
+    in their checkout alone."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    base = tmp_path / "base"
+    git(tmp_path, "clone", "-q", str(checkout_copy), str(base))
+    base_commit = git(base, "rev-parse", "HEAD")
+    slower = commit_change(checkout_copy, lambda s: s.replace(DECODER_CALL, DECODER_CALL * 2), "decoder twice")
+    comment = tmp_path / "comment"
+    git(tmp_path, "clone", "-q", str(base), str(comment))
+    commented = commit_change(
+        comment, lambda s: s.replace(DECODER_CALL, "            # a comment\n" + DECODER_CALL), "c"
+    )
+    config = tmp_path / "gate.toml"
+    config.write_text("threshold = 0.5\nmax_spread = 10\n")
+    args = ["--zv-device=cpu", f"--zv-weights={tmp_path / 'weights'}", "--zv-models=zipvoice_distill",
+            "--zv-steps=2", "--zv-backends=official", "--zv-rounds=5", "--zv-warmup=1", "-k", "solver"]  # fmt: skip
+    try:
+        for head, commit, expected in ((checkout_copy, slower, 1), (comment, commented, 0)):
+            result, data = run_official(head, "--zv-backends=official", "-k", "solver", "--zv-rounds=5")
+            result.assert_outcomes(passed=1)
+            results = tmp_path / "head.json"
+            results.write_text(json.dumps(data))
+            code = main(
+                ["confirm", str(results), "--baselines-dir", str(tmp_path / "no-baselines"), "--gate-config",
+                 str(config), "--zipvoice-base", str(base), "--zipvoice-head", str(head), "--", *args]
+            )  # fmt: skip
+            out = capsys.readouterr().out
+            verdict = next(line for line in out.splitlines() if re.match(r"(FAIL|pass|improved|inconclusive) ", line))
+            assert code == expected, out
+            assert verdict.startswith("FAIL" if expected else ("pass", "improved")), out
+            assert f"vs base ZipVoice {base_commit[:12]}" in verdict
+            assert f"3 base (ZipVoice {base_commit[:12]}) and 3 head (ZipVoice {commit[:12]})" in verdict
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_confirm_refuses_half_a_pair_of_checkouts_and_a_results_file_without_their_rows(
+    tmp_path, capsys, zipvoice_checkout
+):
+    results = write_results(tmp_path / "zvperf-only.json", [bench("zipvoice_distill-4step-torch-fp32", [0.1] * 5)])
+    assert main(["confirm", str(results.path), "--zipvoice-base", str(tmp_path)]) == 2
+    assert "--zipvoice-base and --zipvoice-head name the two ZipVoice checkouts: give both" in capsys.readouterr().err
+    pair = ["--zipvoice-base", str(zipvoice_checkout), "--zipvoice-head", str(zipvoice_checkout)]
+    assert main(["confirm", str(results.path), "--baselines-dir", str(tmp_path), *pair]) == 2
+    assert (
+        f"{results.path}: no row ran a ZipVoice checkout (run it with --zv-zipvoice PATH)." in capsys.readouterr().err
+    )
+    assert main(["confirm", str(results.path), "--baselines-dir", str(tmp_path), *pair[:3], str(tmp_path)]) == 2
+    assert f"{tmp_path} is not a ZipVoice checkout" in capsys.readouterr().err
+
+
+def test_the_gate_says_when_an_official_row_ran_another_zipvoice_commit_than_its_baseline(tmp_path):
+    """Only for the rows that ran a checkout: zvperf's own rows do not depend on it."""
+
+    def run(name: str, label: str):
+        official = bench("zipvoice_distill-4step-official-fp32", [0.1] * 5, zipvoice={"label": label})
+        ours = bench("zipvoice_distill-4step-torch-fp32", [0.1] * 5)
+        results = write_results(tmp_path / f"{name}.json", [official, ours])
+        document = json.loads(results.path.read_text())
+        document["machine_info"]["zvperf"]["zipvoice"] = {"label": label}
+        results.path.write_text(json.dumps(document))
+        return load_results(results.path)
+
+    baselines.update(tmp_path / "bl", run("base", "aaaaaaaaaaaa"))
+    report = judge.compare(run("head", "bbbbbbbbbbbb+dirty"), tmp_path / "bl", GateConfig())
+    warned = {v.id: v.warnings for v in report.verdicts}
+    assert warned["zipvoice_distill-4step-official-fp32 solver"] == [
+        "software differs from the baseline: zipvoice bbbbbbbbbbbb+dirty (baseline aaaaaaaaaaaa)"
+    ]
+    assert warned["zipvoice_distill-4step-torch-fp32 solver"] == []
+
+
+def test_the_report_leads_with_zipvoice_as_shipped_beside_zvperf_on_the_same_machine(tmp_path):
+    checkout = {"path": "/src/ZipVoice", "commit": "a" * 40, "label": "aaaaaaaaaaaa", "k2": False, "fixes": []}
+    own = {"t": 2.0, "t_no_vocoder": 1.5, "t_vocoder": 0.5, "wav_seconds": 4.0, "rtf": 0.5}
+
+    def row(config_id: str, seconds: float, kind: str = "e2e", **extra):
+        combo = parse_combo(config_id)
+        facts = {"model": combo.model, "num_step": combo.num_step, "backend": combo.backend, "device": "cpu"}
+        facts |= {"precision": combo.precision, "frames": 400, "audio_seconds": 4.0, "rtf": seconds / 4.0, "nfe": 4}
+        return bench(config_id, [seconds] * 5, kind, **facts, **extra)
+
+    rows = [
+        row("zipvoice-16step-official-fp32", 4.0, zipvoice=checkout, official_metrics=own),
+        row("zipvoice-16step-official-fp32", 3.0, "solver", zipvoice=checkout),
+        row("zipvoice_distill-4step-official-fp32", 1.0, zipvoice=checkout, official_metrics=own),
+        row("zipvoice_distill-4step-torch-fp32", 0.5),
+        row("zipvoice_distill-4step-torch-bf16", 0.25),
+    ]
+    path = write_results(tmp_path / "run.json", rows).path
+    markdown = build(Request([path], "en"), tmp_path / "report.md").markdown
+    assert markdown.index("## ZipVoice as shipped") < markdown.index("## Speed comparison")
+    assert "`/src/ZipVoice` at commit `aaaaaaaaaaaa`; k2 absent" in markdown
+    assert "| `zipvoice-16step-official-fp32` | 2000.0 | 4000.0 | 0.5000 | 1.00x | - |" in markdown
+    assert (
+        "| `zipvoice_distill-4step-official-fp32` | 2000.0 | 1000.0 | 0.5000 | 4.00x | "
+        "`zipvoice_distill-4step-torch-fp32` 500.0 ms (2.00x faster); `zipvoice_distill-4step-torch-bf16` 250.0 ms "
+        "(4.00x faster) |"
+    ) in markdown
+    plain = write_results(tmp_path / "plain.json", rows[3:]).path
+    assert "ZipVoice as shipped" not in build(Request([plain], "en"), tmp_path / "plain.md").markdown

@@ -32,7 +32,7 @@ from zvperf.gate.confirm import MIN_PROCESSES
 from zvperf.gate.options import add_gate_options
 from zvperf.results.schema import ResultsFile, load_results
 from zvperf.results.summary import format_table
-from zvperf.suite.confirm import confirm_report
+from zvperf.suite.confirm import confirm_report, zvperf_sides
 from zvperf.suite.launcher import PYTEST_ARGS, pytest_command
 
 # Without pytest arguments: the distilled model's 2-step solver, full size, the quick matrix's rounds.
@@ -134,7 +134,7 @@ def calibrate(
                 line = f"run {repetition}/{runs}, injected {size:.0%}: {_changes(report)}"
                 if tallies.confirmed is not None and confirm_processes is not None:
                     head = [f"--zv-inject-slowdown={size}"] if size else []
-                    report = confirm_report(report, code, pytest_args, confirm_processes, head)
+                    report = confirm_report(report, zvperf_sides(code, head), pytest_args, confirm_processes)
                     tallies.confirmed[size].update(v.status for v in report.verdicts)
                     line += f"; confirmed: {_changes(report)}"
                 print(line, flush=True)

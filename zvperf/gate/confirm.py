@@ -65,6 +65,15 @@ def _pooled(results: list[Result]) -> Result:
     return dataclasses.replace(facts_from, stats=numbers, data=list(stats.data))
 
 
+def _zipvoice_label(runs: list[ResultsFile]) -> str | None:
+    """The ZipVoice checkout a side's processes ran (``2f7326fbfe99``, ``+dirty``, or its path without git)."""
+    for run in runs:
+        facts = run.zvperf_machine.get("zipvoice")
+        if facts:
+            return facts["label"] if facts.get("commit") else f"{facts['label']} at {facts['path']}"
+    return None
+
+
 def _side(runs: list[ResultsFile], benchmark_id: str) -> list[tuple[Result, ResultsFile]]:
     return [(r, run) for run in runs for r in run.results if r.id == benchmark_id]
 
@@ -79,12 +88,21 @@ def confirmed(
 ) -> GateReport:
     """The report with the verdicts of ``ids`` judged head against base from the A/B runs (the stored baseline's
     verdict kept, with the reason, where a side measured nothing), every verdict then decided again."""
-    base_commit = next((run.commit for run in base_runs), "unknown")
-    version = next((run.zvperf_machine.get("software", {}).get("zvperf") for run in base_runs), None)
-    how = (
-        f"{len(base_runs)} base ({base_commit[:12]}, zvperf {version}) and {len(head_runs)} head processes "
-        "alternating in this job"
-    )
+    base_zipvoice, head_zipvoice = _zipvoice_label(base_runs), _zipvoice_label(head_runs)
+    if base_zipvoice != head_zipvoice:  # two ZipVoice checkouts under one zvperf: name them
+        reference, rerun = f"base ZipVoice {base_zipvoice}", "configuration(s) of the ZipVoice checkout"
+        how = (
+            f"{len(base_runs)} base (ZipVoice {base_zipvoice}) and {len(head_runs)} head (ZipVoice {head_zipvoice}) "
+            "processes alternating in this job"
+        )
+    else:
+        base_commit = next((run.commit for run in base_runs), "unknown")
+        version = next((run.zvperf_machine.get("software", {}).get("zvperf") for run in base_runs), None)
+        reference, rerun = f"base {base_commit[:12]}", "failed or inconclusive configuration(s)"
+        how = (
+            f"{len(base_runs)} base ({base_commit[:12]}, zvperf {version}) and {len(head_runs)} head processes "
+            "alternating in this job"
+        )
     verdicts = []
     for verdict in report.verdicts:
         if verdict.id not in ids:
@@ -101,12 +119,12 @@ def confirmed(
         versions = baselines.run_versions(head[0][1])
         figures = metrics.per_run(head_results)
         again = judge.judge(_pooled(head_results), entry, verdict.rule, report.hardware_key, versions, figures)
-        again.reference = f"base {base_commit[:12]}"
+        again.reference = reference
         again.confirmed = f"{how}; against the stored baseline it was {_first_verdict(verdict)}"
         verdicts.append(again)
     judge.decide_all(verdicts)
     return dataclasses.replace(
         report,
         verdicts=verdicts,
-        confirmation=f"{len(ids)} failed or inconclusive configuration(s) re-run A/B: {how}, rounds pooled per side",
+        confirmation=f"{len(ids)} {rerun} re-run A/B: {how}, rounds pooled per side",
     )

@@ -285,9 +285,10 @@ def _noise(result: Result, baseline: Entry, rule: Rule) -> list[str]:
 
 def _differences(result: Result, baseline: Entry, versions: dict[str, str | None]) -> list[str]:
     notes = []
+    keys = [key for key in baselines.SOFTWARE_KEYS if key != "zipvoice" or result.facts.zipvoice]
     changed = [
         f"{key} {versions.get(key)} (baseline {baseline.versions.get(key)})"
-        for key in baselines.SOFTWARE_KEYS
+        for key in keys
         if versions.get(key) != baseline.versions.get(key)
     ]
     if changed:
@@ -502,7 +503,11 @@ def compare(results: ResultsFile, directory: Path, config: GateConfig, require_b
         entry = entries.get(result.id)
         if entry is None:
             reason = "no baseline (zvperf baseline update adds one)"
-            verdicts.append(Verdict(result.id, NO_BASELINE, key, reason, median=result.median, gpu=gpu_state(result)))
+            # With its rule: an A/B confirmation may still judge it (two ZipVoice checkouts, zvperf confirm).
+            rule = config.rule(result.id)
+            verdicts.append(
+                Verdict(result.id, NO_BASELINE, key, reason, median=result.median, gpu=gpu_state(result), rule=rule)
+            )
         else:
             verdicts.append(judge(result, entry, config.rule(result.id), key, versions))
     measured = {r.id for r in results.results}

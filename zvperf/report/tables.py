@@ -16,7 +16,10 @@ from zvperf.results.schema import BenchmarkFacts, Result, ResultsFile
 from zvperf.results.summary import gflops, percent
 
 # The generated parts of a report; each is wrapped in <!-- zvperf:begin NAME --> ... <!-- zvperf:end NAME -->.
-PARTS = ("environment", "summary", "backends", "telemetry", "findings", "recommendations", "flags", "plots", "history")
+PARTS = (
+    "environment", "official", "summary", "backends", "telemetry", "findings", "recommendations", "flags", "plots",
+    "history",
+)  # fmt: skip
 # The quality pick is the undistilled model; the balance pick, the distilled one.
 FULL_MODEL = "zipvoice"
 DISTILLED_MODEL = "zipvoice_distill"
@@ -266,6 +269,45 @@ def summary(section: Section, marks: dict[str, int]) -> dict[str, Any]:
     }
 
 
+def official(section: Section) -> dict[str, Any]:
+    """ZipVoice as shipped: the rows that ran the user's ZipVoice checkout, as the seed guide tabled them (model
+    inference and total time, RTF, speed-up over its zipvoice 16-step row), each with zvperf's rows of the same
+    model and step count on this machine and how many times faster they are. Empty without such rows."""
+    ran = [row for row in section.rows if row.facts.zipvoice]
+    if not ran:
+        return {"rows": [], "checkout": None}
+    reference = next((r.e2e for r in ran if r.model == FULL_MODEL and r.num_step == 16 and r.e2e), None)
+    rows = []
+    for row in ran:
+        own = row.e2e.facts.official_metrics if row.e2e else None
+        beside = [
+            other for other in section.rows
+            if not other.facts.zipvoice and (other.model, other.num_step, other.frames_bucket)
+            == (row.model, row.num_step, row.frames_bucket)
+        ]  # fmt: skip
+        rows.append(
+            {
+                "configuration": row.config_id,
+                # Its own timer's "model inference" (text encoder, solve, vocoder) where it reported one, else the
+                # solver benchmark's median.
+                "inference_ms": ms(own["t"]) if own else (ms(row.solver.median) if row.solver else "-"),
+                "total_ms": ms(row.e2e.median) if row.e2e else "-",
+                "rtf": fmt_rtf(own["rtf"]) if own else fmt_rtf(row.rtf),
+                "speedup": fmt_speedup(reference.median / row.e2e.median) if reference and row.e2e else "-",
+                "zvperf": [
+                    {
+                        "configuration": other.config_id,
+                        "ms": ms(other.seconds),
+                        "ratio": fmt_speedup(row.seconds / other.seconds),
+                    }
+                    for other in beside
+                    if (other.e2e is None) == (row.e2e is None)  # the same measure on both sides
+                ],
+            }
+        )
+    return {"rows": rows, "checkout": dict(ran[0].facts.zipvoice or {})}
+
+
 def backends(section: Section) -> dict[str, Any]:
     """Solver ms for each (model, steps[, length]) across backend/precision columns; the fastest cell in bold."""
     columns = list(dict.fromkeys(f"{r.backend}-{r.precision}" for r in section.rows if r.solver))
@@ -475,6 +517,7 @@ def section_context(
         "key": section.key,
         "blocks": blocks,
         "environment": environment(section),
+        "official": official(section),
         "summary": summary(section, marks),
         "backends": backends(section),
         "efficiency": efficiency(section),

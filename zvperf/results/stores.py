@@ -12,7 +12,8 @@ from zvperf.errors import ZvperfError
 from zvperf.results.schema import ResultsFile
 
 # The versions whose change can move a timing: the gate warns when they differ, the history records them.
-SOFTWARE_KEYS = ("torch", "cuda", "driver", "tensorrt", "onnxruntime")
+# "zipvoice": the ZipVoice checkout the run's official rows ran (its commit, +dirty), said only for those rows.
+SOFTWARE_KEYS = ("torch", "cuda", "driver", "tensorrt", "onnxruntime", "zipvoice")
 _KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
@@ -22,6 +23,7 @@ def run_versions(results: ResultsFile) -> dict[str, str | None]:
     gpu = results.zvperf_machine.get("gpu") or {}
     versions = {key: software.get(key) for key in SOFTWARE_KEYS}
     versions["driver"] = gpu.get("driver")
+    versions["zipvoice"] = (results.zvperf_machine.get("zipvoice") or {}).get("label")
     return versions
 
 

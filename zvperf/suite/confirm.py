@@ -27,6 +27,7 @@ from pathlib import Path
 
 import zvperf
 from zvperf import processes
+from zvperf.backends.checkout import open_checkout
 from zvperf.backends.onnx_export import cache_dir
 from zvperf.errors import ZvperfError
 from zvperf.gate.confirm import MIN_PROCESSES, confirmed, pytest_name, to_confirm
@@ -72,32 +73,47 @@ def _run(side: Side, out: Path, args: Sequence[str]) -> ResultsFile | None:
     return load_results(out) if out.exists() else None
 
 
-def ab_runs(
-    ids: Sequence[str],
-    base_checkout: Path,
-    pytest_args: Sequence[str],
-    workdir: Path,
-    processes: int = MIN_PROCESSES,
-    head_args: Sequence[str] = (),
-    head_python: str | None = None,
-) -> tuple[list[ResultsFile], list[ResultsFile]]:
-    """``processes`` runs of each commit over the benchmarks ``ids`` (and nothing else), base first, then head,
-    alternating; their results files (a run that measured nothing at all is left out). The head's processes run
-    this code with this interpreter, or ``head_python`` with the zvperf its environment installed."""
-    if processes < MIN_PROCESSES:
-        raise ZvperfError(f"a confirmation needs at least {MIN_PROCESSES} processes per side, not {processes}.")
+def zvperf_sides(
+    base_checkout: Path, head_args: Sequence[str] = (), head_python: str | None = None
+) -> tuple[Side, Side]:
+    """Two zvperf commits: the base from its checkout, the head this code (or ``head_python``'s installed zvperf)."""
     base = base_checkout.resolve()
     if not (base / "zvperf" / "__init__.py").is_file():
         raise ZvperfError(f"--base-checkout {base_checkout}: no zvperf package there (a checkout of the base commit?).")
     head = Path(zvperf.__file__).resolve().parents[1]  # the code this process runs: the head's
-    selection = ["-k", " or ".join(pytest_name(name) for name in ids)]  # after the caller's: the last -k wins
     root = cache_dir()
-    runs: dict[str, list[ResultsFile]] = {"base": [], "head": []}
     # The base runs from its checkout: the head's folder, first on sys.path as the working directory, would shadow it.
-    sides = (
+    return (
         Side("base", sys.executable, base, base, root / "confirm-base"),
         Side("head", head_python or sys.executable, None if head_python else head, None, root, tuple(head_args)),
     )
+
+
+def zipvoice_sides(base: Path, head: Path, head_args: Sequence[str] = ()) -> tuple[Side, Side]:
+    """Two ZipVoice checkouts under the same zvperf and environment: the processes differ in ``--zv-zipvoice``
+    alone (last on their command lines, so it wins over one in the run's own options). Caches are shared: what is
+    built from a checkout is keyed by its commit."""
+    checkouts = [open_checkout(base), open_checkout(head)]  # each a ZipVoice checkout, or one sentence saying not
+    root = cache_dir()
+    return (
+        Side("base", sys.executable, None, None, root, (f"--zv-zipvoice={checkouts[0].path}",)),
+        Side("head", sys.executable, None, None, root, (*head_args, f"--zv-zipvoice={checkouts[1].path}")),
+    )
+
+
+def ab_runs(
+    ids: Sequence[str],
+    sides: tuple[Side, Side],
+    pytest_args: Sequence[str],
+    workdir: Path,
+    processes: int = MIN_PROCESSES,
+) -> tuple[list[ResultsFile], list[ResultsFile]]:
+    """``processes`` runs of each side over the benchmarks ``ids`` (and nothing else), base first, then head,
+    alternating; their results files (a run that measured nothing at all is left out)."""
+    if processes < MIN_PROCESSES:
+        raise ZvperfError(f"a confirmation needs at least {MIN_PROCESSES} processes per side, not {processes}.")
+    selection = ["-k", " or ".join(pytest_name(name) for name in ids)]  # after the caller's: the last -k wins
+    runs: dict[str, list[ResultsFile]] = {"base": [], "head": []}
     for index in range(1, processes + 1):
         for side in sides:
             out = workdir / f"{side.name}-{index}.json"
@@ -109,18 +125,16 @@ def ab_runs(
 
 def confirm_report(
     report: GateReport,
-    base_checkout: Path,
+    sides: tuple[Side, Side],
     pytest_args: Sequence[str],
     processes: int = MIN_PROCESSES,
-    head_args: Sequence[str] = (),
-    head_python: str | None = None,
+    ids: Sequence[str] | None = None,
 ) -> GateReport:
-    """The report with its failed and inconclusive verdicts confirmed A/B (unchanged when there are none)."""
-    ids = [v.id for v in to_confirm(report)]
+    """The report with ``ids`` (default: its failed and inconclusive verdicts) confirmed A/B between ``sides``
+    (unchanged when there are none)."""
+    ids = [v.id for v in to_confirm(report)] if ids is None else list(ids)
     if not ids:
         return report
     with tempfile.TemporaryDirectory(prefix="zvperf-confirm-") as workdir:
-        base_runs, head_runs = ab_runs(
-            ids, base_checkout, pytest_args, Path(workdir), processes, head_args, head_python
-        )
+        base_runs, head_runs = ab_runs(ids, sides, pytest_args, Path(workdir), processes)
     return confirmed(report, base_runs, head_runs, ids)

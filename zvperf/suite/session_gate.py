@@ -18,7 +18,7 @@ from zvperf.gate import baselines, judge
 from zvperf.gate.config import GateConfig, load_config
 from zvperf.gate.confirm import MIN_PROCESSES
 from zvperf.results.schema import RESULTS_FORMAT, Result, ResultsFile, Unmeasured
-from zvperf.suite.confirm import confirm_report
+from zvperf.suite.confirm import confirm_report, zvperf_sides
 from zvperf.suite.machine import hardware_key, machine_summary
 from zvperf.suite.options import measurement_args
 
@@ -73,7 +73,8 @@ class GateRun:
             if self.gate:
                 report = judge.compare(results, self.directory, self.config, self.require_baseline)
                 if self.confirm:
-                    report = confirm_report(report, self.base_checkout, self.rerun_args, self.processes, self.head_args)
+                    sides = zvperf_sides(self.base_checkout, self.head_args)
+                    report = confirm_report(report, sides, self.rerun_args, self.processes)
                 lines += report.lines()
                 failed = report.failed
             if self.update:
