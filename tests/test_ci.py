@@ -58,7 +58,7 @@ def zvperf_commands(lines: list[str]) -> list[list[str]]:
 
 def test_readme_quick_start_is_two_commands_and_ci_uses_them():
     install, test = readme_quick_start()
-    assert install == 'pip install -e ".[onnx]"' and test == "pytest"
+    assert install == 'pip install -e ".[onnx,zipvoice]"' and test == "pytest"
     ci_run = (ROOT / ".ci" / "run").read_text()
     assert f"python -m {install}" in ci_run and f"python -m {test}" in ci_run
     job = workflow("ci.yml")["jobs"]["tests"]
