@@ -21,6 +21,19 @@ for _name in ("onnx", "onnxruntime"):
 
 
 @pytest.fixture
+def one_thread(monkeypatch):
+    """torch on one thread, here and in the processes a test starts: with two threads on two busy cores every
+    OpenMP barrier waits for a descheduled thread, and rounds have spread 5x (72-398 ms) and more."""
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def case_copy(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     """A writable copy of a conformance case folder (the parametrized one, or tiny_zipvoice_distill)."""
     name = getattr(request, "param", "tiny_zipvoice_distill")

@@ -15,6 +15,7 @@ from zvperf.gate.markdown import ZERO_WIDTH_SPACE
 from zvperf.results.schema import REQUIRED_KEYS, ResultsFile, load_results
 
 KEY = "cpu-test-2c"
+JUDGED, STORED = 3, 8  # the gate matrix's processes: judged, and pooled into its baseline
 
 
 def spread_rounds(median: float, n: int = 7, spread: float = 0.04) -> list[float]:
@@ -23,16 +24,20 @@ def spread_rounds(median: float, n: int = 7, spread: float = 0.04) -> list[float
     return [median * (1 + spread * (i / (n - 1) - 0.5)) for i in range(n)]
 
 
-def bench(param: str, data: list[float], kind: str = "solver", **extra: Any) -> dict[str, Any]:
-    """One pytest-benchmark entry with zvperf's extra_info; ``extra`` overrides extra_info keys."""
-    stats = Stats()  # the numbers pytest-benchmark itself would write for these rounds
+def _numbers(data: list[float]) -> dict[str, Any]:
+    """The statistics pytest-benchmark itself would write for these rounds."""
+    stats = Stats()
     for duration in data:
         stats.update(duration)
+    return {"median": stats.median, "iqr": stats.iqr, "rounds": stats.rounds, "data": data}
+
+
+def bench(param: str, data: list[float], kind: str = "solver", **extra: Any) -> dict[str, Any]:
+    """One pytest-benchmark entry with zvperf's extra_info; ``extra`` overrides extra_info keys."""
     info: dict[str, Any] = {key: None for key in REQUIRED_KEYS}
     info.update(kind=kind, weights="official", telemetry={"gpu": {"available": False}}, flags=[])
     info.update(extra)
-    numbers = {"median": stats.median, "iqr": stats.iqr, "rounds": stats.rounds, "data": data}
-    return {"name": f"test_{kind}[{param}]", "param": param, "extra_info": info, "stats": numbers}
+    return {"name": f"test_{kind}[{param}]", "param": param, "extra_info": info, "stats": _numbers(data)}
 
 
 def write_results(
@@ -48,6 +53,26 @@ def write_results(
     }
     path.write_text(json.dumps(document))
     return load_results(path)
+
+
+def write_processes(
+    path: Path, benchmarks: list[dict[str, Any]], count: int = JUDGED, step: float = 0.002, **kwargs: Any
+) -> list[ResultsFile]:
+    """``count`` separate processes' results files of ``benchmarks`` (``NAME-1.json``, ``NAME-2.json``, ...), each
+    process's rounds ``step`` (0.2%) slower than the last's, as processes of unchanged code differ: no two medians
+    tie."""
+    files = []
+    for index in range(count):
+        factor = 1 + step * index
+        scaled = [{**b, "stats": _numbers([t * factor for t in b["stats"]["data"]])} for b in benchmarks]
+        files.append(write_results(path.with_name(f"{path.stem}-{index + 1}{path.suffix}"), scaled, **kwargs))
+    return files
+
+
+def store(directory: Path, path: Path, benchmarks: list[dict[str, Any]], count: int = STORED) -> Path:
+    """A baseline folder whose entries pool ``count`` processes of ``benchmarks`` (their files at ``path``)."""
+    baselines.update(directory, *write_processes(path, benchmarks, count))
+    return directory
 
 
 def plain(markdown: str) -> str:

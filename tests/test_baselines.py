@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.gate_data import KEY, bench, spread_rounds, update_many, write_results
+from tests.gate_data import KEY, bench, spread_rounds, update_many, write_processes, write_results
 from tests.helpers import run_at_once
 from zvperf.cli import main
 from zvperf.errors import ZvperfError
 from zvperf.gate import baselines
+from zvperf.results.schema import load_results
 
 ID = "zipvoice_distill-4step-torch-fp32 solver"
 
@@ -118,16 +119,15 @@ def test_results_with_an_injected_slowdown_never_become_a_baseline(tmp_path: Pat
 
 def test_show_lists_the_entries(tmp_path: Path, capsys):
     directory = tmp_path / "bl"
-    results = tmp_path / "r.json"
-    write_results(results, [bench("zipvoice_distill-4step-torch-fp32", spread_rounds(3.02))])
-    assert main(["baseline", "update", str(results), "--baselines-dir", str(directory)]) == 0
+    runs = write_processes(tmp_path / "r.json", [bench("zipvoice_distill-4step-torch-fp32", spread_rounds(3.02))], 2)
+    assert main(["baseline", "update", *(str(run.path) for run in runs), "--baselines-dir", str(directory)]) == 0
     assert "1 added, 0 replaced" in capsys.readouterr().out
     assert main(["baseline", "show", "--hardware-key", KEY, "--baselines-dir", str(directory)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"{directory / KEY}.json: {KEY} (cpu Test CPU, cpu_cores 2), entries: 1"
     assert out[1].split() == ["benchmark", "median", "IQR", "rounds", "runs", "date", "commit", "weights", "previous"]
     assert out[3].split() == [
-        *ID.split(), "3.02", "s", "2.3%", "7", "1", "2026-01-02T03:04:05", "abc123", "official", "-"
+        *ID.split(), "3.02", "s", "2.5%", "14", "2", "2026-01-02T03:04:05", "abc123", "official", "-"
     ]  # fmt: skip
     assert main(["baseline", "show", "--hardware-key", "cpu-other-4c", "--baselines-dir", str(directory)]) == 2
     assert "there is no baseline file" in capsys.readouterr().err
@@ -138,14 +138,18 @@ def test_several_runs_pool_their_rounds_into_one_entry(tmp_path: Path, capsys):
     fast, slow = tmp_path / "fast.json", tmp_path / "slow.json"
     write_results(fast, [bench("x", [1.0, 1.1, 1.2]), bench("only-fast", [5.0, 5.1, 5.2, 5.3, 5.4])])
     write_results(slow, [bench("x", [1.3, 1.4, 1.5, 1.6])])
-    assert main(["baseline", "update", str(fast), str(slow), "--baselines-dir", str(directory)]) == 0
-    assert "2 added" in capsys.readouterr().out
+    summary = baselines.update(directory, *map(load_results, (fast, slow)))  # without the gate's settings: no refusal
+    assert sorted(summary.added) == ["only-fast solver", "x solver"]
     stored = baselines.read(directory / f"{KEY}.json")
     assert stored is not None
     pooled, single = stored.entries["x solver"], stored.entries["only-fast solver"]
     assert pooled.runs == 2 and pooled.rounds == 7 and pooled.median == pytest.approx(1.3)
     assert pooled.data == pytest.approx([1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6])
-    assert single.runs == 1 and single.rounds == 5
+    assert pooled.process_medians == pytest.approx([1.1, 1.45]) and pooled.processes == pooled.process_medians
+    assert single.runs == 1 and single.rounds == 5 and single.processes == [5.2]
+    # With them (the CLI), an entry of one run is refused: the gate's test needs two processes a side.
+    assert main(["baseline", "update", str(fast), str(slow), "--baselines-dir", str(tmp_path / "other")]) == 2
+    assert "such as 'only-fast solver', pooled from one run" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -192,21 +196,23 @@ def slower_copy(source: Path, factor: float, out: Path) -> Path:
 def test_the_h100_baseline_says_it_cannot_judge_a_20_percent_slower_run_and_require_baseline_fails(
     tmp_path: Path, capsys
 ):
-    """The committed H100 baseline has 3 or 5 rounds a row: against 3 new ones no p can go below 0.05. A copy of
-    its own run made 20% slower said "found no slowdown" and passed, --require-baseline too."""
+    """The committed H100 baseline is one run: against it, and from one run, no row can be judged. A copy of its own
+    run made 20% slower once said "found no slowdown" and passed, --require-baseline too."""
     slow = slower_copy(H100_RUN, 1.2, tmp_path / "slow.json")
     args = ["compare", str(slow), "--baselines-dir", str(ROOT / "baselines"), "--format", "json"]
     assert main([*args, "--require-baseline"]) == 1
     document = json.loads(capsys.readouterr().out)
-    cannot = [v for v in document["verdicts"] if "the baseline cannot judge this row" in v["reason"]]
-    assert cannot and all(v["status"] == "inconclusive" and v["rounds"] == [3, 3] for v in cannot)
-    assert all("smallest p is 0.050, not below alpha 0.01" in v["reason"] for v in cannot)
-    assert document["failed"] and any(
-        p.startswith(f"the baseline cannot judge {len(cannot)} of 30 configurations") for p in document["problems"]
+    cannot = [v for v in document["verdicts"] if v["reason"].startswith("one process cannot be judged")]
+    assert len(cannot) == 30 and all(v["status"] == "inconclusive" and v["processes"] == [1, 1] for v in cannot)
+    assert all("with 1/1 processes (new/baseline)" in v["reason"] for v in cannot)
+    assert document[
+        "failed"
+    ] and "30 of 30 configurations cannot be judged (one process on a side: pool more runs)" in (
+        " ".join(document["problems"])
     )
     assert main(args) == 0  # without --require-baseline it does not fail, but says so in its last line
     summary = json.loads(capsys.readouterr().out)["summary"]
-    assert f"(the baseline cannot judge {len(cannot)}: too few rounds)" in summary
+    assert "could not judge 30 of 30 (30 with one process on a side)" in summary
 
 
 def test_an_update_the_gate_could_not_judge_against_is_refused_and_writes_nothing(tmp_path: Path, capsys):
@@ -215,14 +221,12 @@ def test_an_update_the_gate_could_not_judge_against_is_refused_and_writes_nothin
     assert main(["baseline", "update", str(H100_RUN), "--baselines-dir", str(directory), *config]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"zvperf baseline: error: {directory / 'nvidia-h100-80gb-hbm3.json'} was not updated: ")
-    # The 3-round rows at alpha 0.01; the 3-round cold starts reach gate.toml's 0.1 (p 0.05).
-    assert "could not judge 12 of 30 benchmarks" in error and "(n=3/3: smallest p 0.05, alpha 0.01)" in error
+    assert "could not judge 30 of 30 benchmarks against it" in error and "pooled from one run" in error
     assert not (directory / "nvidia-h100-80gb-hbm3.json").exists()
-    five = write_results(tmp_path / "five.json", [bench("a-1step", spread_rounds(0.1, n=5))])
-    assert main(["baseline", "update", str(five.path), "--baselines-dir", str(directory)]) == 0  # 1/252 < 0.01
-    (directory / "gate.toml").write_text('[override."b-*"]\nalpha = 0.1\n')
-    three = write_results(tmp_path / "three.json", [bench(n, spread_rounds(0.1, n=3)) for n in ("a-1step", "b-1step")])
-    assert main(["baseline", "update", str(three.path), "--baselines-dir", str(directory)]) == 2
-    assert "could not judge 1 of 2 benchmarks" in capsys.readouterr().err  # b's alpha 0.1 is reachable: p 0.05
+    two = write_processes(tmp_path / "two.json", [bench("a-1step", spread_rounds(0.1, n=3))], 2)
+    assert main(["baseline", "update", *(str(r.path) for r in two), "--baselines-dir", str(directory)]) == 0
+    one = write_results(tmp_path / "one.json", [bench(n, spread_rounds(0.1, n=3)) for n in ("a-1step", "b-1step")])
+    assert main(["baseline", "update", str(one.path), "--baselines-dir", str(directory)]) == 2
+    assert "could not judge 2 of 2 benchmarks" in capsys.readouterr().err
     stored = baselines.read(directory / f"{KEY}.json")
-    assert stored is not None and stored.entries["a-1step solver"].rounds == 5  # the refused update left it
+    assert stored is not None and stored.entries["a-1step solver"].runs == 2  # the refused update left it

@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from tests.gate_data import bench, spread_rounds, write_results
+from tests.gate_data import bench, spread_rounds, store, write_processes, write_results
 from tests.helpers import tiny_weights, write_official_dir
 from zvperf.cli import main
 from zvperf.gate import baselines, judge
@@ -38,10 +37,10 @@ def runs(tmp_path: Path, side: str, median: float) -> list[ResultsFile]:
 
 
 def stale_report(tmp_path: Path) -> judge.GateReport:
-    """A stored baseline from a process that ran 30% faster than this machine does now: the run fails against it."""
-    baselines.update(tmp_path / "bl", write_results(tmp_path / "old.json", [bench(ID, spread_rounds(0.07))]))
+    """A stored baseline from processes that ran 30% faster than this machine does now: the run fails against it."""
+    store(tmp_path / "bl", tmp_path / "old.json", [bench(ID, spread_rounds(0.07))])
     report = judge.compare(
-        write_results(tmp_path / "new.json", [bench(ID, spread_rounds(0.1))]), tmp_path / "bl", GateConfig()
+        write_processes(tmp_path / "new.json", [bench(ID, spread_rounds(0.1))]), tmp_path / "bl", GateConfig()
     )
     assert [v.status for v in report.verdicts] == [judge.FAIL]
     return report
@@ -53,18 +52,18 @@ def test_confirmation_turns_a_stale_baseline_failure_into_a_pass(tmp_path: Path)
     again = confirmed(report, runs(tmp_path, "base", 0.1), runs(tmp_path, "head", 0.1), [f"{ID} solver"])
     (verdict,) = again.verdicts
     assert verdict.status == judge.PASS and not again.failed
-    assert verdict.rounds == (21, 21) and verdict.reference == "base abc123"
+    assert verdict.rounds == (21, 21) and verdict.processes == (3, 3) and verdict.reference == "base abc123"
     assert verdict.lines()[0].startswith(f"pass          {ID} solver: median 100.3 ms vs base abc123 100.2 ms (+0.1%")
     assert verdict.lines()[0].endswith(
         "[confirmed: 3 base (abc123, zvperf None) and 3 head processes alternating in this job; "
-        "against the stored baseline it was fail (+42.9%)]"
+        "against the stored baseline it was fail (+42.2%)]"
     )
     assert again.confirmation.startswith("1 failed or inconclusive configuration(s) re-run A/B: 3 base")
 
 
-def test_a_confirmation_judges_the_rows_a_short_baseline_cannot_and_require_baseline_then_holds(tmp_path: Path):
-    """--require-baseline fails on a row the stored baseline's rounds cannot judge, until the A/B processes' pooled
-    rounds judge it in the same job."""
+def test_a_confirmation_judges_the_rows_a_one_process_baseline_cannot_and_require_baseline_then_holds(tmp_path: Path):
+    """--require-baseline fails on a row the stored baseline's one process cannot judge, until the A/B processes'
+    medians judge it in the same job."""
     baselines.update(tmp_path / "bl", write_results(tmp_path / "old.json", [bench(ID, spread_rounds(0.1, n=3))]))
     new = write_results(tmp_path / "new.json", [bench(ID, spread_rounds(0.1, n=3))])
     report = judge.compare(new, tmp_path / "bl", GateConfig(), require_baseline=True)
@@ -78,7 +77,7 @@ def test_confirmation_keeps_a_real_25_percent_slowdown_a_failure(tmp_path: Path)
     again = confirmed(report, runs(tmp_path, "base", 0.1), runs(tmp_path, "head", 0.125), [f"{ID} solver"])
     (verdict,) = again.verdicts
     assert verdict.status == judge.FAIL and again.failed
-    assert verdict.change == pytest.approx(0.25, abs=0.01) and verdict.method == "exact"
+    assert verdict.change == pytest.approx(0.25, abs=0.01) and verdict.method == "welch"
 
 
 STAND_IN_PYTHON = """#!/bin/sh
@@ -183,17 +182,6 @@ def make_stale(directory: Path) -> None:
         entry["median"] /= STALE_FACTOR
         entry["iqr"] /= STALE_FACTOR
     path.write_text(json.dumps(document))
-
-
-@pytest.fixture
-def one_thread(monkeypatch):
-    """torch on one thread, here and in the processes confirm starts: with two threads on two busy cores every
-    OpenMP barrier waits for a descheduled thread, and rounds have spread 5x (72-398 ms) and more."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

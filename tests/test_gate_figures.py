@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.gate_data import bench, spread_rounds, write_results
+from tests.gate_data import STORED, bench, spread_rounds, write_processes, write_results
 from zvperf.cli import main
 from zvperf.errors import ZvperfError
 from zvperf.gate import baselines, judge, stats
@@ -44,18 +44,26 @@ def gpu(joules_per_audio_second: float | None, allocated_mib: float = 900.0, thr
 
 
 def stored(tmp_path: Path, extras: list[dict], key: str = "cpu-test-2c", kind: str = "solver") -> Path:
-    """A baseline folder whose entry for ID pools one run per extra_info of ``extras``."""
+    """A baseline folder whose entry for ID pools one run per extra_info of ``extras``, each 0.2% slower than the
+    last, as processes differ."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     runs = [
-        write_results(tmp_path / f"base{i}.json", [bench(ID, spread_rounds(0.1), kind, **extra)], key=key)
+        write_results(
+            tmp_path / f"base{i}.json", [bench(ID, spread_rounds(0.1 * (1 + 0.002 * i)), kind, **extra)], key=key
+        )
         for i, extra in enumerate(extras)
     ]
     baselines.update(tmp_path / "bl", *runs)
     return tmp_path / "bl"
 
 
-def run(tmp_path: Path, extra: dict, key: str = "cpu-test-2c", name: str = "new.json", **more) -> ResultsFile:
-    return write_results(tmp_path / name, [bench(ID, spread_rounds(0.1), **extra, **more)], key=key)
+def run(tmp_path: Path, extra: dict, key: str = "cpu-test-2c", name: str = "new.json", **more) -> list[ResultsFile]:
+    """The gate matrix's judged processes, each with the figures of ``extra``."""
+    return write_processes(tmp_path / name, [bench(ID, spread_rounds(0.1), **extra, **more)], key=key)
+
+
+def paths(runs: list[ResultsFile]) -> list[str]:
+    return [str(each.path) for each in runs]
 
 
 def config(tmp_path: Path, text: str) -> GateConfig:
@@ -66,11 +74,11 @@ def config(tmp_path: Path, text: str) -> GateConfig:
 def test_a_baseline_keeps_each_runs_figures_and_its_reference_is_their_median(tmp_path: Path):
     directory = stored(tmp_path, [cpu(1000.0), cpu(1040.0), cpu(990.0)])
     document = json.loads((directory / "cpu-test-2c.json").read_text())
-    assert document["format"] == baselines.BASELINE_FORMAT == 3
+    assert document["format"] == baselines.BASELINE_FORMAT == 4
     assert document["benchmarks"][f"{ID} solver"]["per_run"] == {"peak_memory_mib": [1000.0, 1040.0, 990.0]}
     (verdict,) = judge.compare(run(tmp_path, cpu(1100.0)), directory, GateConfig(Rule(memory_threshold=0.05))).verdicts
     (memory,) = verdict.metrics
-    assert (memory.value, memory.reference, memory.runs) == (1100.0, 1000.0, (1, 3))  # median of 1000, 1040, 990
+    assert (memory.value, memory.reference, memory.runs) == (1100.0, 1000.0, (3, 3))  # median of 1000, 1040, 990
 
 
 def test_a_memory_regression_fails_with_the_setting_on_and_passes_with_it_off(tmp_path: Path, capsys):
@@ -84,7 +92,7 @@ def test_a_memory_regression_fails_with_the_setting_on_and_passes_with_it_off(tm
     (verdict,) = on.verdicts
     assert verdict.status == judge.PASS and verdict.failing  # as fast as before, but bigger
     assert verdict.lines()[1] == (
-        f"FAIL          {ID} solver: peak memory 1250 MiB vs baseline 1000 MiB (+25.0%, threshold 10%, runs=1/3)"
+        f"FAIL          {ID} solver: peak memory 1250 MiB vs baseline 1000 MiB (+25.0%, threshold 10%, runs=3/3)"
     )
     assert on.summary() == (
         "gate FAILED: judged 1 of 1 configurations (0 slower, 0 improved, 1 passed); peak memory: 1 over the threshold"
@@ -92,7 +100,7 @@ def test_a_memory_regression_fails_with_the_setting_on_and_passes_with_it_off(tm
     assert "when peak memory is more than 10% above the baseline's median (one figure per run: no test)" in on.header()
     # Within the threshold: a pass, said; an override per benchmark id pattern, like the time rule's.
     assert judge.compare(run(tmp_path, cpu(1080.0), name="ok.json"), directory, on.config).verdicts[0].lines()[1] == (
-        f"pass          {ID} solver: peak memory 1080 MiB vs baseline 1000 MiB (+8.0%, threshold 10%, runs=1/3)"
+        f"pass          {ID} solver: peak memory 1080 MiB vs baseline 1000 MiB (+8.0%, threshold 10%, runs=3/3)"
     )
     loose = config(tmp_path, 'memory_threshold = 0.10\n[override."zipvoice_distill-*"]\nmemory_threshold = 0.5\n')
     assert not judge.compare(bigger, directory, loose).failed
@@ -101,7 +109,7 @@ def test_a_memory_regression_fails_with_the_setting_on_and_passes_with_it_off(tm
     assert not judge.compare(bigger, directory, off_again).failed
     args = [
         "compare",
-        str(bigger.path),
+        *paths(bigger),
         "--baselines-dir",
         str(directory),
         "--gate-config",
@@ -124,7 +132,7 @@ def test_an_energy_regression_on_a_gpu_fails_with_the_setting_on_and_passes_with
     assert energy.status == judge.FAIL and energy.change == pytest.approx(0.25)
     assert verdict.lines()[2] == (
         f"FAIL          {ID} solver: energy per audio second 5.00 J vs baseline 4.00 J "
-        "(+25.0%, threshold 15%, runs=1/3)"
+        "(+25.0%, threshold 15%, runs=3/3)"
     )
     assert on.summary().endswith("; peak memory: 1 within; energy per audio second: 1 over the threshold")
     # A throttled GPU changes the energy as it does the time: inconclusive, not failed.
@@ -173,13 +181,13 @@ def test_a_baseline_without_the_figures_still_loads_and_its_verdict_says_the_fig
     report = judge.compare(run(tmp_path, cpu(5000.0)), directory, config(tmp_path, "memory_threshold = 0.1\n"))
     assert not report.failed
     (memory,) = report.verdicts[0].metrics
-    assert (memory.status, memory.runs) == (judge.NO_FIGURE, (1, 0))
+    assert (memory.status, memory.runs) == (judge.NO_FIGURE, (3, 0))
     assert memory.reason == "the baseline has none (its runs measured none, or it was stored before zvperf kept them)"
-    # The next update writes format 3, and the entry it replaces keeps what it had (no figures).
-    baselines.update(directory, run(tmp_path, cpu(1100.0), name="next.json"))
+    # The next update writes format 4, and the entry it replaces keeps what it had (no figures).
+    baselines.update(directory, *run(tmp_path, cpu(1100.0), name="next.json"))
     again = json.loads(path.read_text())
     entry = again["benchmarks"][f"{ID} solver"]
-    assert again["format"] == 3 and entry["per_run"] == {"peak_memory_mib": [1100.0]}
+    assert again["format"] == 4 and entry["per_run"] == {"peak_memory_mib": [1100.0] * 3}
     assert entry["previous"]["per_run"] == {}
     # The committed CPU baseline, of format 2, loads.
     committed = baselines.read(Path(__file__).parents[1] / "baselines" / "cpu-amd-epyc-f25m1-avx2-2c.json")
@@ -234,14 +242,17 @@ def test_figures_have_no_p_value_and_stay_out_of_the_benjamini_hochberg_adjustme
     old = [2.95, 2.98, 3.00, 3.02, 3.05, 3.08, 3.34]
     new = [3.31, 3.32, 3.33, 3.61, 3.62, 3.63, 3.64]
     names = ["a-1step", "b-1step"]
-    base = [write_results(tmp_path / "o.json", [bench(n, old, **cpu(1000.0)) for n in names])]
-    baselines.update(tmp_path / "bl", *base)
-    results = write_results(tmp_path / "n.json", [bench(n, new, **cpu(2000.0)) for n in names])
+    baselines.update(
+        tmp_path / "bl", *write_processes(tmp_path / "o.json", [bench(n, old, **cpu(1000.0)) for n in names], STORED)
+    )
+    results = write_processes(tmp_path / "n.json", [bench(n, new, **cpu(2000.0)) for n in names])
     report = judge.compare(results, tmp_path / "bl", GateConfig(Rule(memory_threshold=0.1)))
     without = judge.compare(results, tmp_path / "bl", GateConfig())
-    # Adjusted over the two rank tests alone, as with the figures off: 7/3432 each, both still significant.
+    # Adjusted over the two time tests alone, as with the figures off: both still significant.
     assert [v.p_adjusted for v in report.verdicts] == [v.p_adjusted for v in without.verdicts]
-    assert [v.p_adjusted for v in report.verdicts] == pytest.approx(stats.benjamini_hochberg([7 / 3432] * 2))
+    assert [v.p_adjusted for v in report.verdicts] == pytest.approx(
+        stats.benjamini_hochberg([v.p for v in without.verdicts])
+    )
     assert [v.status for v in report.verdicts] == [judge.FAIL, judge.FAIL]
     document = report.verdicts[0].to_json()
     (memory,) = document["metrics"]
@@ -255,19 +266,19 @@ def test_figures_have_no_p_value_and_stay_out_of_the_benjamini_hochberg_adjustme
         "value": 2000.0,
         "reference": 1000.0,
         "change": 1.0,
-        "runs": (1, 1),
+        "runs": (3, STORED),
         "reason": "",
     }
     assert "p" not in memory and document["failing"]
 
 
 def test_markdown_and_json_reports_list_the_figures(tmp_path: Path, capsys):
-    directory = stored(tmp_path, [gpu(4.0)], key=GPU)
+    directory = stored(tmp_path, [gpu(4.0)] * 2, key=GPU)
     results = run(tmp_path, gpu(5.0, allocated_mib=950.0), key=GPU)
     config(tmp_path, "memory_threshold = 0.1\nenergy_threshold = 0.1\n")
     args = [
         "compare",
-        str(results.path),
+        *paths(results),
         "--baselines-dir",
         str(directory),
         "--gate-config",
@@ -277,9 +288,9 @@ def test_markdown_and_json_reports_list_the_figures(tmp_path: Path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert "#### Peak memory and energy per audio second" in lines
     assert "| benchmark | figure | value | reference | change | threshold | runs | verdict |" in lines
-    assert f"| `{ID} solver` | peak memory | 950 MiB | 900 MiB (baseline) | +5.6% | 10% | 1/1 | pass |" in lines
+    assert f"| `{ID} solver` | peak memory | 950 MiB | 900 MiB (baseline) | +5.6% | 10% | 3/2 | pass |" in lines
     assert (
-        f"| `{ID} solver` | energy per audio second | 5.00 J | 4.00 J (baseline) | +25.0% | 10% | 1/1 | **FAIL** |"
+        f"| `{ID} solver` | energy per audio second | 5.00 J | 4.00 J (baseline) | +25.0% | 10% | 3/2 | **FAIL** |"
     ) in lines
     assert main([*args, "--format", "json"]) == 1
     document = json.loads(capsys.readouterr().out)
@@ -306,7 +317,7 @@ def _processes(tmp_path: Path, side: str, rss_mib: float) -> list[ResultsFile]:
 def test_a_figure_over_its_threshold_is_confirmed_a_b_like_a_slowdown(tmp_path: Path):
     """A baseline taken in a process that had run the whole matrix before (or under another driver) differs in memory
     from the A/B processes; the same-job processes of both commits decide."""
-    directory = stored(tmp_path, [cpu(800.0)])
+    directory = stored(tmp_path, [cpu(800.0)] * 3)
     report = judge.compare(run(tmp_path, cpu(1000.0)), directory, GateConfig(Rule(memory_threshold=0.1)))
     assert report.failed and [v.id for v in to_confirm(report)] == [f"{ID} solver"]  # time passed, memory did not
     ids = [f"{ID} solver"]

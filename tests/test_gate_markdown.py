@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.gate_data import KEY, bench, plain, spread_rounds, table_cells, with_unmeasured, write_results
+from tests.gate_data import KEY, bench, plain, spread_rounds, store, table_cells, with_unmeasured, write_processes
 from zvperf.cli import main
-from zvperf.gate import baselines
 from zvperf.gate.markdown import COMMENT_LIMIT, TABLE_COLUMNS, ZERO_WIDTH_SPACE, inert
 
 ROOT = Path(__file__).parents[1]
@@ -34,22 +33,23 @@ def hostile_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     """A gate report as CI writes it (``zvperf compare --format json``), whose every text from the results is
     hostile: an id, the weights (a warning), a skip reason (missing), an error (errored), GPU throttle reasons."""
     names = ("a-1step", EVIL, "b-1step", "c-1step", "d-1step")
-    stored = write_results(tmp_path / "old.json", [bench(name, spread_rounds(0.1)) for name in names])
-    baselines.update(tmp_path / "bl", stored)
+    store(tmp_path / "bl", tmp_path / "old.json", [bench(name, spread_rounds(0.1)) for name in names])
     throttled = {"gpu": {"available": True, "throttled": True, "clock_event_reasons": [HOSTILE]}}
     new = [
         bench("a-1step", spread_rounds(0.125), weights=HOSTILE),  # slower: fails
         bench(EVIL, spread_rounds(0.1)),
         bench("d-1step", spread_rounds(0.1), telemetry=throttled),
     ]
+    first, *rest = write_processes(tmp_path / "new.json", new)
     results = with_unmeasured(
-        write_results(tmp_path / "new.json", new),
+        first,
         {
             "b-1step solver": {"outcome": "skipped", "reason": HOSTILE},
             "c-1step solver": {"outcome": "failed", "reason": HOSTILE},
         },
     )
-    assert main(["compare", str(results.path), "--baselines-dir", str(tmp_path / "bl"), "--format", "json"]) == 1
+    paths = [str(run.path) for run in (results, *rest)]
+    assert main(["compare", *paths, "--baselines-dir", str(tmp_path / "bl"), "--format", "json"]) == 1
     path = tmp_path / f"gate-{KEY}.json"
     path.write_text(capsys.readouterr().out)
     return path

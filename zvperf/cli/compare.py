@@ -1,4 +1,5 @@
-"""``zvperf compare RESULTS.json``: the regression gate on a saved pytest-benchmark JSON (exit 1 when it fails)."""
+"""``zvperf compare RESULTS.json...``: the regression gate on saved pytest-benchmark JSON (exit 1 when it fails);
+several files are separate processes of one commit, pooled into the judged side (the gate matrix runs three)."""
 
 from __future__ import annotations
 
@@ -13,17 +14,27 @@ from zvperf.gate.options import add_gate_options, add_head_baselines_option
 from zvperf.results.schema import load_results
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("results", type=Path, help="a pytest-benchmark JSON written by a zvperf run")
+def add_arguments(p: argparse.ArgumentParser, processes: bool = True) -> None:
+    """The gate's arguments; ``processes``: the results may be several files, separate processes of one commit."""
+    if processes:
+        p.add_argument(
+            "results",
+            type=Path,
+            nargs="+",
+            help="pytest-benchmark JSON written by zvperf runs: separate processes of one commit, their medians tested",
+        )
+    else:
+        p.add_argument("results", type=Path, help="a pytest-benchmark JSON written by a zvperf run")
     add_gate_options(p.add_argument)
     add_head_baselines_option(p.add_argument)
     p.add_argument("--format", choices=FORMATS, default="text", help="text (default), md (job summary) or json")
 
 
 def gate_report(args: argparse.Namespace) -> judge.GateReport:
-    results = load_results(args.results)
+    paths = args.results if isinstance(args.results, list) else [args.results]
+    runs = [load_results(path) for path in paths]
     config = load_config(args.gate_config, args.baselines_dir)
-    return judge.compare(results, args.baselines_dir, config, args.require_baseline)
+    return judge.compare(runs, args.baselines_dir, config, args.require_baseline)
 
 
 def print_report(args: argparse.Namespace, report: judge.GateReport) -> int:

@@ -21,7 +21,7 @@ from zvperf.suite.confirm import confirm_report, zipvoice_sides, zvperf_sides
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = __doc__
-    compare.add_arguments(p)
+    compare.add_arguments(p, processes=False)
     add_confirm_options(p.add_argument)
     p.add_argument(
         "--head-python",

@@ -1,15 +1,15 @@
 """Baselines: one human-readable JSON file per hardware key in ``baselines/``, safe to update concurrently.
 
-A file is ``{"format": 3, "hardware_key": ..., "machine": {...}, "benchmarks": {id: entry}}`` with sorted keys and
+A file is ``{"format": 4, "hardware_key": ..., "machine": {...}, "benchmarks": {id: entry}}`` with sorted keys and
 two-space indentation, so a baseline change reads as a small diff. Each entry keeps the median, IQR,
-round count and (at most ``MAX_STORED_ROUNDS``) raw round times the gate tests against, the software
+round count and (at most ``MAX_STORED_ROUNDS``) raw round times, the median of each run it pooled
+(``process_medians``: what the gate's test compares, ``zvperf.gate.stats``), the software
 versions, weights, commit and date of the run, the figures measured once per run (``per_run``: peak memory
 and energy per audio second, a value for each pooled run that measured it; ``zvperf.gate.metrics``), and the
 entry it replaced (``previous``, one level deep) so that ``zvperf baseline revert`` can undo a bad update. An
-entry may pool the rounds of several runs (separate processes) of one commit: on a machine whose speed drifts
+entry pools the rounds of several runs (separate processes) of one commit: on a machine whose speed drifts
 from one process to the next, a baseline from one process can sit at either end of that drift and make every
-later run look slower or faster; pooled rounds carry the drift into the baseline, where the significance test
-sees it.
+later run look slower or faster; its processes' medians give the gate that drift to test against.
 
 Updates hold a lock on ``<file>.lock``, re-read the file under it, and replace it atomically (a
 temporary file in the same folder, then ``os.replace``): two concurrent updates both land, and a
@@ -23,20 +23,21 @@ Baseline format history (``format``; a file without it is format 1):
 3. ``per_run`` in each entry. Entries of formats 1 and 2 are read with none, and the gate says that the
    baseline has no figure until the next update; the number changed because a zvperf that reads format 2
    would rewrite the entries it does not replace without their figures.
+4. ``process_medians`` in each entry. Older entries pooled from one run read with that run's median (the
+   entry's); those pooled from several read with none, and the gate cannot judge against them until the next
+   update (the number changed for the reason 3 did).
 
 A file of a newer format is refused with one sentence and left as it is.
 
 Given the gate's settings, an update whose entries the gate could never judge is refused, and nothing is written:
-an entry's m stored rounds against n rounds of a run like the ones stored (the most rounds one of them has) where
-the exact Mann-Whitney test's smallest p, 1 / C(n+m, n), is not below the entry's alpha. That is before the
-Benjamini-Hochberg adjustment over a run's tests, which can only raise p and depends on the run: ``zvperf.gate.judge``
-checks it again with the run's own rounds.
+an entry pooled from fewer runs than the gate's test needs a side (two: ``zvperf.gate.stats.MIN_SIDE``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +47,12 @@ from zvperf.errors import ZvperfError
 from zvperf.files import locked, write_atomic
 from zvperf.gate import metrics
 from zvperf.gate.config import GateConfig
-from zvperf.gate.stats import min_p_value
+from zvperf.gate.stats import MIN_SIDE
 from zvperf.results.schema import Result, ResultsFile
 from zvperf.results.stores import SOFTWARE_KEYS as SOFTWARE_KEYS  # re-exported: the gate names them from here
 from zvperf.results.stores import key_path, keys_in, machine_summary, order_statistics, run_versions
 
-BASELINE_FORMAT = 3
+BASELINE_FORMAT = 4
 DEFAULT_DIR = Path("baselines")  # relative to the current directory: run from the repository root
 MAX_STORED_ROUNDS = 50
 
@@ -76,11 +77,19 @@ class Entry:
     flags: list[str] = dataclasses.field(default_factory=list)  # the runs' sanity flags (noisy, throttled)
     runs: int = 1  # how many runs (processes) the rounds were pooled from
     per_run: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # metric key -> one figure per run
+    process_medians: list[float] = dataclasses.field(default_factory=list)  # one per pooled run (format 4)
     previous: Entry | None = None
 
     @property
     def spread(self) -> float:
         return self.iqr / self.median if self.median else float("inf")
+
+    @property
+    def processes(self) -> list[float] | None:
+        """The median of each pooled run; None where an entry of an older format pooled several and kept none."""
+        if self.process_medians:
+            return self.process_medians
+        return [self.median] if self.runs == 1 else None
 
     @property
     def throttled(self) -> bool:
@@ -107,6 +116,7 @@ class Entry:
             flags=sorted({flag for each, _ in measured for flag in each.flags}),
             runs=len(measured),
             per_run=metrics.per_run([each for each, _ in measured]),
+            process_medians=[round(each.median, 9) for each, _ in measured],
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -131,6 +141,9 @@ class Entry:
             if not isinstance(number, int | float) or isinstance(number, bool) or number < 0:
                 raise ValueError(f"{key!r} is not a non-negative number")
         previous = value.get("previous")
+        process_medians = value.get("process_medians") or []  # formats 1 to 3: none
+        if not isinstance(process_medians, list) or not all(isinstance(x, int | float) for x in process_medians):
+            raise ValueError("'process_medians' is not a list of medians")
         return cls(
             median=float(value["median"]),
             iqr=float(value["iqr"]),
@@ -143,6 +156,7 @@ class Entry:
             flags=list(value.get("flags") or []),
             runs=int(value.get("runs", 1)),
             per_run=metrics.read_per_run(value.get("per_run", {})),  # formats 1 and 2: none
+            process_medians=[float(x) for x in process_medians],
             previous=cls.from_json(previous) if previous is not None else None,
         )
 
@@ -224,8 +238,9 @@ class UpdateSummary:
         return lines
 
 
-def _same_stack(runs: tuple[ResultsFile, ...]) -> None:
-    """Runs pooled into one entry must be one hardware key, commit, software stack and weights."""
+def same_stack(runs: Sequence[ResultsFile], pooled_into: str) -> None:
+    """Runs pooled into one side of a comparison (``pooled_into`` says which) must be one hardware key, commit,
+    software stack and weights."""
     first = runs[0]
 
     def facts(run: ResultsFile) -> dict[str, Any]:
@@ -243,36 +258,29 @@ def _same_stack(runs: tuple[ResultsFile, ...]) -> None:
             if value != expected[what]:
                 raise ZvperfError(
                     f"{run.path} and {first.path} differ in {what} ({value} vs {expected[what]}): only runs of "
-                    "one hardware key, commit, software and weights pool into one baseline; nothing was written."
+                    f"one hardware key, commit, software and weights pool into {pooled_into}."
                 )
 
 
-def _refuse_unjudgeable(
-    path: Path, new: dict[str, Entry], measured: dict[str, list[tuple[Result, ResultsFile]]], config: GateConfig
-) -> None:
-    """Raise when a run like these could never be judged against an entry: too few rounds for its alpha."""
-    unjudgeable = []
-    for name, entry in new.items():
-        n, m = max(len(result.data) for result, _ in measured[name]), len(entry.data)
-        alpha = config.rule(name).alpha
-        if min_p_value(n, m) >= alpha:
-            unjudgeable.append(f"{name!r} (n={n}/{m}: smallest p {min_p_value(n, m):.3g}, alpha {alpha:g})")
+def _refuse_unjudgeable(path: Path, new: dict[str, Entry]) -> None:
+    """Raise when no run could be judged against an entry: fewer pooled runs than the test needs a side."""
+    unjudgeable = [name for name, entry in new.items() if entry.runs < MIN_SIDE]
     if unjudgeable:
         raise ZvperfError(
             f"{path} was not updated: the gate could not judge {len(unjudgeable)} of {len(new)} benchmarks against "
-            f"it, their rounds too few for the exact Mann-Whitney test to reach alpha even before the Benjamini-"
-            f"Hochberg adjustment, such as {unjudgeable[0]}; run more rounds (--zv-rounds) or pool more runs."
+            f"it, such as {unjudgeable[0]!r}, pooled from one run: its test compares the medians of {MIN_SIDE} "
+            "processes a side at least; pool more runs (zvperf baseline update A.json B.json ...)."
         )
 
 
 def update(directory: Path, *runs: ResultsFile, config: GateConfig | None = None) -> UpdateSummary:
     """Merge the results of one or more runs into the baseline file of their hardware key (only that file is
     touched). Several runs of the same benchmark pool their rounds into one entry. With the gate's ``config``, an
-    update with entries the gate could not judge (too few rounds for alpha) is refused."""
+    update with entries the gate could not judge (pooled from one run) is refused."""
     for run in runs:
         if "hardware_key" not in run.zvperf_machine:
             raise ZvperfError(f"{run.path}: machine_info.zvperf has no hardware_key to file the baseline under.")
-    _same_stack(runs)
+    same_stack(runs, "one baseline; nothing was written")
     path = baseline_path(directory, runs[0].hardware_key)
     summary = UpdateSummary(path, [], [], {}, {})
     measured: dict[str, list[tuple[Result, ResultsFile]]] = {}
@@ -288,7 +296,7 @@ def update(directory: Path, *runs: ResultsFile, config: GateConfig | None = None
     with locked(path):
         current = read(path) or BaselineFile(path, runs[0].hardware_key, {}, {})  # a broken file is said first
         if config is not None:
-            _refuse_unjudgeable(path, new, measured, config)
+            _refuse_unjudgeable(path, new)
         current.machine = machine_summary(runs[0])
         for name, entry in new.items():
             old = current.entries.get(name)

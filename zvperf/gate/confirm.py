@@ -5,9 +5,9 @@ A stored baseline comes from older processes, often days older: a machine whose 
 process to the next (docs/calibration.md), a new driver, a warmer room, all land in the comparison. asv's
 ``continuous`` answers this by timing both commits in the same session, interleaving them; this is the same,
 made for zvperf's processes: ``zvperf.suite.confirm`` runs base, head, base, head, ... (at least three of
-each), the rounds of each side are pooled, and the same rule (threshold, Mann-Whitney U, Benjamini-Hochberg
-over the whole report) decides. Only the configurations that failed or were inconclusive are re-run, so the
-cost stays proportional to the doubt.
+each), the rounds of each side are pooled, and the same rule (threshold, Welch's t-test on the processes' log
+medians, Benjamini-Hochberg over the whole report) decides. Only the configurations that failed
+or were inconclusive are re-run, so the cost stays proportional to the doubt.
 
 A figure over its threshold (peak memory, energy per audio second: ``zvperf.gate.metrics``) is confirmed the
 same way, though it is one number per run: energy is power times time and drifts with the machine as time does,
@@ -20,8 +20,6 @@ by the same threshold.
 from __future__ import annotations
 
 import dataclasses
-
-from pytest_benchmark.stats import Stats
 
 from zvperf.gate import baselines, judge, metrics
 from zvperf.gate.baselines import Entry
@@ -51,18 +49,6 @@ def pytest_name(benchmark_id: str) -> str:
     """``test_solver[zipvoice_distill-4step-torch-fp32]`` for ``zipvoice_distill-4step-torch-fp32 solver``."""
     config_id, _, kind = benchmark_id.rpartition(" ")
     return f"test_{kind}[{config_id}]"
-
-
-def _pooled(results: list[Result]) -> Result:
-    """One result with the rounds of several processes (pytest-benchmark's statistics over all of them); the
-    facts of a throttled one if any, so that throttling still makes the verdict inconclusive."""
-    stats = Stats()
-    for result in results:
-        for duration in result.data:
-            stats.update(duration)
-    facts_from = next((r for r in results if r.throttled), results[0])
-    numbers = {"median": stats.median, "iqr": stats.iqr, "rounds": stats.rounds}
-    return dataclasses.replace(facts_from, stats=numbers, data=list(stats.data))
 
 
 def _zipvoice_label(runs: list[ResultsFile]) -> str | None:
@@ -117,8 +103,9 @@ def confirmed(
         entry = Entry.pooled(base)
         head_results = [r for r, _ in head]
         versions = baselines.run_versions(head[0][1])
-        figures = metrics.per_run(head_results)
-        again = judge.judge(_pooled(head_results), entry, verdict.rule, report.hardware_key, versions, figures)
+        figures, medians = metrics.per_run(head_results), [r.median for r in head_results]
+        pooled = judge.pooled_result(head_results)
+        again = judge.judge(pooled, entry, verdict.rule, report.hardware_key, versions, figures, medians)
         again.reference = reference
         again.confirmed = f"{how}; against the stored baseline it was {_first_verdict(verdict)}"
         verdicts.append(again)

@@ -39,7 +39,7 @@ COMMENT_LIMIT = 65_536  # characters in a GitHub comment
 RESERVED = 1_000  # of those: the note of what was cut, and the hidden header the sticky-comment action adds
 MAX_TEXT = 1_000  # characters of one text of a report
 TABLE_COLUMNS = (
-    "benchmark", "median", "reference", "change", "p (method)", "p adjusted", "n", "verdict",
+    "benchmark", "median", "reference", "change", "p (method)", "p adjusted", "processes (rounds)", "verdict",
     "GPU clock, temperature, throttling",
 )  # fmt: skip
 FIGURE_COLUMNS = ("benchmark", "figure", "value", "reference", "change", "threshold", "runs", "verdict")
@@ -184,10 +184,19 @@ def _row(verdict: dict[str, Any], link: str) -> list[str]:
         f"{change:+.1%}" if change is not None else "-",
         f"{p_number(p)} ({inert(verdict['method'] or '')})" if p is not None else "-",
         p_number(verdict["p_adjusted"]) if verdict["p_adjusted"] is not None else "-",
-        "/".join(map(str, verdict["rounds"])) if verdict["rounds"] else "-",
+        _counts(verdict),
         status + link,
         inert(verdict["gpu"]),
     ]
+
+
+def _counts(verdict: dict[str, Any]) -> str:
+    """``3/8 (21/56)``: the processes whose medians were tested, new/reference, and their pooled rounds."""
+    rounds = "/".join(map(str, verdict["rounds"])) if verdict["rounds"] else "-"
+    processes = verdict.get("processes")  # reports of zvperf before process-level tests have none
+    if isinstance(processes, list | tuple) and _is_pair(list(processes)):  # a tuple before it went through JSON
+        return f"{processes[0]}/{processes[1]} ({rounds})"
+    return rounds
 
 
 def _figure_rows(verdict: dict[str, Any], link: str) -> list[list[str]]:
