@@ -15,6 +15,7 @@ Results format history (``zvperf.format``; a file without it is format 1):
    file may now hold no timed benchmark at all when it holds these (every benchmark skipped).
 4. efficiency: solver results carry ``flops``, ``flop_rate`` and ``gemm_efficiency``, and
    ``machine_info.zvperf.gemm`` the attainable matrix-multiply rate per precision (older files: absent, None).
+   Rows timed under a stopping rule (the gate matrix) add ``stopping``, an optional key older readers keep.
 
 A file of a format this version does not know is refused with one sentence; older ones are upgraded
 on reading (``_UPGRADES``), so committed results keep loading.
@@ -74,6 +75,9 @@ class BenchmarkFacts:
     # Its end-to-end rows: the timings its generate_sentence reports itself (median seconds: t, t_no_vocoder,
     # t_vocoder, wav_seconds; rtf), the guide's "model inference" beside pytest-benchmark's total.
     official_metrics: Mapping[str, float] | None = None
+    # A row timed under a stopping rule (the gate matrix): why its rounds ended (precise, time cap, max rounds), the
+    # median's spread then (half its 95% interval over it), the rule's precision and time cap (zvperf.suite.timing).
+    stopping: Mapping[str, Any] | None = None
     other: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # keys this version does not know, kept
 
     @property

@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import soundfile
@@ -32,15 +32,27 @@ from zvperf.engine.flops import solve_flops
 from zvperf.engine.precision import TOLERANCES
 from zvperf.results.schema import BenchmarkFacts
 from zvperf.suite.engines import SYNTHESIS_SEED, Engine, VerificationError
-from zvperf.suite.matrix import Combo, Config
+from zvperf.suite.matrix import Combo, Config, Stopping
 from zvperf.suite.session import BenchSession
 from zvperf.suite.telemetry import Telemetry
-from zvperf.suite.timing import measure
+from zvperf.suite.timing import Stopped, measure
+
+
+class Timed(NamedTuple):
+    result: Any  # the last call's
+    telemetry: Telemetry
+    stopped: Stopped | None  # why the rounds ended, under a stopping rule
 
 
 def _run_timed(
-    session: BenchSession, engine: Engine, benchmark: Any, fn: Callable[[], Any], rounds: int, warmup: int
-) -> tuple[Any, Telemetry]:
+    session: BenchSession,
+    engine: Engine,
+    benchmark: Any,
+    fn: Callable[[], Any],
+    rounds: int,
+    warmup: int,
+    stopping: Stopping | None = None,
+) -> Timed:
     options = session.options
     with (
         session.out_of_memory_skips("while timed"),
@@ -48,7 +60,7 @@ def _run_timed(
         torch.inference_mode(),
         Telemetry(options.device, torch_memory=not engine.own_allocator) as telemetry,
     ):
-        result = measure(
+        result, stopped = measure(
             benchmark,
             fn,
             device=options.device,
@@ -56,14 +68,21 @@ def _run_timed(
             warmup_rounds=warmup,
             telemetry=telemetry,
             slowdown=options.slowdown,
+            stopping=stopping,
         )
-    return result, telemetry
+    return Timed(result, telemetry, stopped)
+
+
+def _run_rows(session: BenchSession, engine: Engine, benchmark: Any, fn: Callable[[], Any]) -> Timed:
+    """A warm benchmark's rounds: the run's count, extended by its stopping rule where it has one."""
+    options = session.options
+    return _run_timed(session, engine, benchmark, fn, options.rounds, options.warmup_rounds, options.stopping)
 
 
 def _record(
     session: BenchSession,
     benchmark: Any,
-    telemetry: Telemetry,
+    timed: Timed,
     engine: Engine,
     kind: str,
     num_step: int | None,
@@ -77,6 +96,8 @@ def _record(
     audio_seconds, frames, nfe = measured
     if engine.official is not None:
         optional["zipvoice"] = engine.official.checkout.facts()
+    if timed.stopped is not None:
+        optional["stopping"] = timed.stopped.as_dict()
     stats = benchmark.stats.stats
     median = stats.median
     facts = BenchmarkFacts(
@@ -92,7 +113,7 @@ def _record(
         rtf=median / audio_seconds if audio_seconds else None,
         nfe=nfe,
         ms_per_nfe=median * 1e3 / nfe if nfe else None,
-        telemetry=telemetry.summary(len(stats.data), audio_seconds),
+        telemetry=timed.telemetry.summary(len(stats.data), audio_seconds),
         injected_slowdown=options.slowdown or None,
         **optional,
     )
@@ -117,8 +138,7 @@ def time_solver(benchmark: Any, session: BenchSession, combo: Combo) -> None:
             guidance_scale=engine.model.default_guidance_scale,
             t_shift=0.5,
         )
-    options = session.options
-    _, telemetry = _run_timed(session, engine, benchmark, solve, options.rounds, options.warmup_rounds)
+    timed = _run_rows(session, engine, benchmark, solve)
     model = engine.model
     scale = model.default_guidance_scale
     measured = (inputs.audio_seconds, inputs.frames, model.nfe(combo.num_step, scale))
@@ -135,7 +155,7 @@ def time_solver(benchmark: Any, session: BenchSession, combo: Combo) -> None:
         "flop_rate": flop_rate,
         "gemm_efficiency": flop_rate / attainable if attainable else None,
     }
-    _record(session, benchmark, telemetry, engine, "solver", combo.num_step, measured, **optional)
+    _record(session, benchmark, timed, engine, "solver", combo.num_step, measured, **optional)
 
 
 def time_e2e(benchmark: Any, session: BenchSession, combo: Combo) -> None:
@@ -152,14 +172,15 @@ def time_e2e(benchmark: Any, session: BenchSession, combo: Combo) -> None:
         stages.append(result.timings)
         return result
 
-    result, telemetry = _run_timed(session, engine, benchmark, synthesize, options.rounds, options.warmup_rounds)
-    timed = stages[-options.rounds :]
-    stages_ms = {name: statistics.median(t[name] for t in timed) * 1e3 for name in timed[0]}
+    timed = _run_rows(session, engine, benchmark, synthesize)
+    result = timed.result
+    rounds = stages[-len(benchmark.stats.stats.data) :]
+    stages_ms = {name: statistics.median(t[name] for t in rounds) * 1e3 for name in rounds[0]}
     measured = (result.audio_seconds, result.frames, result.nfe)
     _record(
         session,
         benchmark,
-        telemetry,
+        timed,
         engine,
         "e2e",
         combo.num_step,
@@ -204,17 +225,14 @@ def _time_official_e2e(benchmark: Any, session: BenchSession, engine: Engine, co
             official.generate(*args)
             error = _verify_waveform(engine, "generated waveform", wav, combo.num_step)
         metrics: list[dict[str, float]] = []
-        _, telemetry = _run_timed(
-            session, engine, benchmark, lambda: metrics.append(official.generate(*args)), options.rounds,
-            options.warmup_rounds,
-        )  # fmt: skip
-    timed = metrics[-options.rounds :]
-    own = {name: statistics.median(m[name] for m in timed) for name in OFFICIAL_METRICS}
+        timed = _run_rows(session, engine, benchmark, lambda: metrics.append(official.generate(*args)))
+    rounds = metrics[-len(benchmark.stats.stats.data) :]
+    own = {name: statistics.median(m[name] for m in rounds) for name in OFFICIAL_METRICS}
     audio_seconds = own["wav_seconds"]
     inputs = engine.solver_inputs(None)
     nfe = engine.model.nfe(combo.num_step, scale)
     _record(
-        session, benchmark, telemetry, engine, "e2e", combo.num_step, (audio_seconds, inputs.frames, nfe),
+        session, benchmark, timed, engine, "e2e", combo.num_step, (audio_seconds, inputs.frames, nfe),
         verified_error=error, official_metrics=own,
     )  # fmt: skip
 
@@ -238,10 +256,9 @@ def _time_stage(
 ) -> None:
     """Time one stage of synthesis that does not depend on the step count (once per configuration)."""
     inputs = engine.solver_inputs(None)
-    options = session.options
-    _, telemetry = _run_timed(session, engine, benchmark, call, options.rounds, options.warmup_rounds)
+    timed = _run_rows(session, engine, benchmark, call)
     optional = {} if verified_error is None else {"verified_error": verified_error}
-    _record(session, benchmark, telemetry, engine, kind, None, (inputs.audio_seconds, frames, 0), **optional)
+    _record(session, benchmark, timed, engine, kind, None, (inputs.audio_seconds, frames, 0), **optional)
 
 
 def time_text_encoder(benchmark: Any, session: BenchSession, config: Config) -> None:
@@ -335,11 +352,11 @@ def time_cold_start(benchmark: Any, session: BenchSession, config: Config) -> No
             with session.verification_fails():
                 start_process()
                 _verify_script_output(engine, wav, num_step)
-        _, telemetry = _run_timed(session, engine, benchmark, start_process, options.cold_rounds, 0)
+        timed = _run_timed(session, engine, benchmark, start_process, options.cold_rounds, 0)
     inputs = engine.solver_inputs(None)
     measured = (inputs.audio_seconds, inputs.frames, engine.model.nfe(num_step, engine.model.default_guidance_scale))
     phases_s = {name: statistics.median(p[name] for p in phases) for name in phases[0]} if phases else None
-    _record(session, benchmark, telemetry, engine, "cold_start", num_step, measured, phases_s=phases_s)
+    _record(session, benchmark, timed, engine, "cold_start", num_step, measured, phases_s=phases_s)
 
 
 # The test functions (fixtures from zvperf.suite.plugin). Select with -k: distill, 4step, solver, trt, ...

@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 
 from zvperf.errors import ZvperfError
+from zvperf.results.schema import KINDS
 
 MIN_FRAMES = 16  # the shortest decoder input every backend takes (the TensorRT profile's lower end)
 
@@ -77,14 +78,32 @@ def parse_combo(text: str) -> Combo:
 
 
 @dataclasses.dataclass(frozen=True)
+class Stopping:
+    """nvbench's noise criterion for a row: after the preset's rounds, it keeps timing rounds until the spread of
+    its median (the half-width of the median's distribution-free 95% confidence interval, over the median) is at
+    most ``precision``, or until it has timed for ``time_cap_s`` seconds or ``max_rounds`` rounds, and records
+    which (zvperf.suite.timing)."""
+
+    precision: float
+    time_cap_s: float
+    max_rounds: int = 50  # what a baseline entry stores (zvperf.gate.baselines.MAX_STORED_ROUNDS)
+
+
+@dataclasses.dataclass(frozen=True)
 class Preset:
     steps: dict[str, tuple[int, ...]]  # model -> step counts
     variants: tuple[tuple[str, str], ...] | None  # (backend, precision) pairs; None: every backend in each precision
     lengths: tuple[int | None, ...]
     batches: tuple[int, ...]
     warmup_rounds: int
-    rounds: int
+    rounds: int  # fixed, or the first rounds of a row with a stopping rule (6 at least: the median's interval)
     cold_rounds: int
+    kinds: tuple[str, ...] = KINDS  # the benchmarks it times (zvperf.results.schema.KINDS)
+    stopping: Stopping | None = None  # None: exactly ``rounds`` rounds
+    # Separate processes a gated run pools, and a baseline for it: the gate's test compares their medians
+    # (zvperf.gate.stats.process_test), two a side at least.
+    processes: int = 1
+    baseline_processes: int = 1
 
 
 PRESETS: dict[str, Preset] = {
@@ -121,6 +140,58 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
+# What a pull request needs judged (docs/gate.md, *The gate matrix*), per device: each model on the fastest path the
+# guide's report found for it there, with its end-to-end, text-encoder and vocoder rows (cold starts, seconds a
+# round, stay with the guide matrix on main). Rows run until their median is known to the stopping rule's
+# precision or its time cap. The gate's test compares the medians of separate processes (zvperf.gate.stats), two a
+# side at least: three judged ones show their own spread, as A/B confirmation's three a side do, against a baseline
+# of eight, whose spread the test then knows with seven degrees of freedom.
+_GATE_KINDS = ("solver", "e2e", "text_encoder", "vocoder")
+GATE_PRESETS: dict[str, Preset] = {
+    # CUDA graphs, not launch-bound eager rows (reports/nvidia-h100-80gb-hbm3: 4.3x faster than eager fp16, IQR
+    # 0.1-0.3% of the median against eager's 2-36%), and TensorRT where installed (else its rows skip, saying so);
+    # zipvoice at 16 steps (the guide's quality row), zipvoice_distill at 4 (its balance row), as measured there.
+    "cuda": Preset(
+        steps={"zipvoice": (16,), "zipvoice_distill": (4,)},
+        variants=(("cudagraph", "fp16"), ("trt", "fp16")),
+        lengths=(1800,),
+        batches=(1,),
+        warmup_rounds=3,
+        rounds=6,
+        cold_rounds=0,
+        kinds=_GATE_KINDS,
+        stopping=Stopping(precision=0.01, time_cap_s=15),
+        processes=3,
+        baseline_processes=8,
+    ),
+    # The CPU guide's fastest row of each model (reports/cpu: zipvoice at 4 steps, zipvoice_distill at 2): torch
+    # in bf16 where the CPU runs it natively (else those rows skip, saying so) and in fp32; a 2-core machine's
+    # rounds spread 1-4% of the median quiet, more under load.
+    "cpu": Preset(
+        steps={"zipvoice": (4,), "zipvoice_distill": (2,)},
+        variants=(("torch", "fp32"), ("torch", "bf16")),
+        lengths=(None,),
+        batches=(1,),
+        warmup_rounds=2,
+        rounds=6,
+        cold_rounds=0,
+        kinds=_GATE_KINDS,
+        stopping=Stopping(precision=0.02, time_cap_s=60),
+        processes=3,
+        baseline_processes=8,
+    ),
+}
+PRESET_NAMES = (*PRESETS, "gate")
+
+
+def preset(name: str, device: str) -> Preset:
+    """The named preset (``gate``: the device's own)."""
+    if name == "gate":
+        return GATE_PRESETS[device]
+    if name not in PRESETS:
+        raise ZvperfError(f"--zv-matrix {name!r} is not one of {', '.join(PRESET_NAMES)}.")
+    return PRESETS[name]
+
 
 MODELS = tuple(PRESETS["full"].steps)
 
@@ -133,6 +204,8 @@ class Matrix:
     warmup_rounds: int
     rounds: int
     cold_rounds: int
+    kinds: tuple[str, ...] = KINDS
+    stopping: Stopping | None = None
 
 
 # The rows of a named ZipVoice checkout (--zv-zipvoice) added to a preset's, per device: every path the official
@@ -178,17 +251,17 @@ def expand(
     lengths: Sequence[int] | None = None,
     batches: Sequence[int] | None = None,
     checkout_device: str | None = None,
+    device: str = "cpu",
 ) -> Matrix:
-    """The preset's combinations, with any of its axes replaced by the given values; with ``checkout_device`` (a
-    ZipVoice checkout was named) and no backends given, the checkout's rows for that device beside them."""
-    if preset_name not in PRESETS:
-        raise ZvperfError(f"--zv-matrix {preset_name!r} is not one of {', '.join(PRESETS)}.")
-    preset = PRESETS[preset_name]
-    chosen_models = list(models) if models else list(preset.steps)
+    """The preset's combinations on ``device``, with any of its axes replaced by the given values; with
+    ``checkout_device`` (a ZipVoice checkout was named) and no backends given, the checkout's rows for that device
+    beside them."""
+    chosen = preset(preset_name, device)
+    chosen_models = list(models) if models else list(chosen.steps)
     unknown = [m for m in chosen_models if m not in MODELS]
     if unknown:
         raise ZvperfError(f"--zv-models: {unknown[0]!r} is not one of {', '.join(MODELS)}.")
-    variants = _variants(preset, backends, precisions)
+    variants = _variants(chosen, backends, precisions)
     if checkout_device and not backends:
         from zvperf.backends import backend_names
 
@@ -198,12 +271,19 @@ def expand(
         Combo(model, num_step, backend, precision, frames, batch)
         for model in chosen_models
         for backend, precision in variants
-        for frames in (lengths or preset.lengths)
-        for batch in (batches or preset.batches)
-        for num_step in (steps or preset.steps.get(model, PRESETS["full"].steps[model]))
+        for frames in (lengths or chosen.lengths)
+        for batch in (batches or chosen.batches)
+        for num_step in (steps or chosen.steps.get(model, PRESETS["full"].steps[model]))
     ]
     utterances = dict.fromkeys(c.utterance for c in combos)
     configs = dict.fromkeys(c.config for c in combos)
     return Matrix(
-        tuple(combos), tuple(utterances), tuple(configs), preset.warmup_rounds, preset.rounds, preset.cold_rounds
+        tuple(combos),
+        tuple(utterances),
+        tuple(configs),
+        chosen.warmup_rounds,
+        chosen.rounds,
+        chosen.cold_rounds,
+        chosen.kinds,
+        chosen.stopping,
     )

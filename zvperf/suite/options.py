@@ -21,7 +21,7 @@ from zvperf.engine import audio
 from zvperf.engine.precision import DTYPES
 from zvperf.errors import ZvperfError
 from zvperf.gate.options import add_confirm_options, add_gate_options
-from zvperf.suite.matrix import MIN_FRAMES, MODELS, PRESETS, Matrix, expand
+from zvperf.suite.matrix import MIN_FRAMES, MODELS, PRESET_NAMES, Matrix, Stopping, expand
 
 # The measurement options' defaults other than None (a confirmation passes on only what a run changed).
 DEFAULTS = {
@@ -35,7 +35,11 @@ DEFAULTS = {
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("zvperf", "zvperf: ZipVoice inference benchmarks")
     add = group.addoption
-    add("--zv-matrix", choices=list(PRESETS), help="preset rows: quick (CPU default), guide (CUDA default), full")
+    add(
+        "--zv-matrix",
+        choices=list(PRESET_NAMES),
+        help="preset rows: quick (CPU default), guide (CUDA default), full, gate (a pull request's rows: docs/gate.md)",
+    )
     add("--zv-models", type=comma_list(str, lambda: MODELS), help=f"comma list: {','.join(MODELS)}")
     add("--zv-steps", type=comma_list(bounded_int(1)), help="comma list of Euler step counts, replacing the matrix's")
     add(
@@ -79,8 +83,18 @@ def add_options(parser: pytest.Parser) -> None:
         help="prompt audio (default: the bundled demo)",
     )
     add("--zv-prompt-text", help="transcript of --zv-prompt-wav (required when it is given)")
-    add("--zv-rounds", type=bounded_int(1), help="timed rounds per benchmark (default: the matrix's)")
+    add(
+        "--zv-rounds",
+        type=bounded_int(1),
+        help="timed rounds per benchmark, fixed (default: the matrix's, which the gate matrix's stopping rule extends)",
+    )
     add("--zv-warmup", type=bounded_int(0), help="untimed warm-up rounds per benchmark (default: the matrix's)")
+    add(
+        "--zv-time-cap",
+        type=bounded_float(0, 3600, open_low=True),
+        metavar="SECONDS",
+        help="under the matrix's stopping rule (the gate matrix), a row's timed rounds stop after this many seconds",
+    )
     add("--zv-shard", type=shard, default=(0, 1), help="I/N: run only the I-th of N shards of the matrix")
     add(
         "--zv-inject-slowdown",
@@ -107,11 +121,19 @@ def add_options(parser: pytest.Parser) -> None:
     add_confirm_options(add, prefix="zv-")
 
 
+def _stopping(rule: Stopping | None, rounds: int | None, time_cap: float | None) -> Stopping | None:
+    """The matrix's stopping rule, with --zv-time-cap's cap; none where --zv-rounds fixed the rounds."""
+    if rule is None or rounds:
+        return None
+    return rule if time_cap is None else dataclasses.replace(rule, time_cap_s=time_cap)
+
+
 # The options that decide what a benchmark process measures (their dests): a confirmation's processes get the
 # values this run had. The injected slowdown is the head's alone (it stands for a change in the head's code).
 MEASUREMENT_OPTIONS = (
     "zv_matrix", "zv_models", "zv_steps", "zv_backends", "zv_precision", "zv_lengths", "zv_batch", "zv_device",
-    "zv_weights", "zv_text", "zv_prompt_wav", "zv_prompt_text", "zv_rounds", "zv_warmup", "zv_zipvoice",
+    "zv_weights", "zv_text", "zv_prompt_wav", "zv_prompt_text", "zv_rounds", "zv_warmup", "zv_time_cap",
+    "zv_zipvoice",
 )  # fmt: skip
 
 
@@ -144,6 +166,7 @@ class BenchOptions:
     rounds: int
     warmup_rounds: int
     cold_rounds: int
+    stopping: Stopping | None  # the matrix's stopping rule, unless --zv-rounds fixed the rounds
     slowdown: float
     shard: tuple[int, int]  # (index, count): this process times configurations index, index + count, ...
     zipvoice: Checkout | None  # the ZipVoice checkout the official rows run, where there is one
@@ -169,6 +192,7 @@ class BenchOptions:
             lengths=get("zv_lengths"),
             batches=get("zv_batch"),
             checkout_device=device if named else None,
+            device=device,
         )
         prompt_wav = Path(get("zv_prompt_wav"))
         prompt_text = get("zv_prompt_text")
@@ -190,6 +214,7 @@ class BenchOptions:
             rounds=rounds,
             warmup_rounds=warmup,
             cold_rounds=min(rounds, matrix.cold_rounds),
+            stopping=_stopping(matrix.stopping, get("zv_rounds"), get("zv_time_cap")),
             slowdown=get("zv_inject_slowdown"),
             shard=get("zv_shard"),
             zipvoice=zipvoice,

@@ -50,7 +50,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     config.stash[_SESSION] = BenchSession(options, EngineCache(options))
     config.stash[_UNMEASURED] = {}
-    # The gate compares raw rounds; have pytest-benchmark keep them in its JSON.
+    # The gate pools raw rounds and takes their medians; have pytest-benchmark keep them in its JSON.
     if hasattr(config.option, "benchmark_save_data"):
         config.option.benchmark_save_data = True
 
@@ -123,6 +123,12 @@ def _benchmark_id(item: pytest.Item) -> str | None:
     return benchmark_id(item.callspec.id, item.originalname.removeprefix("test_"))
 
 
+def _unmeasured_reason(config: pytest.Config, item: pytest.Item) -> Unmeasured | None:
+    """How the item ended without a timing, as recorded so far (None: it may still be timed)."""
+    name = _benchmark_id(item)
+    return None if name is None else config.stash[_UNMEASURED].get(name)
+
+
 def _record_unmeasured(config: pytest.Config, item: pytest.Item, outcome: str, reason: str) -> None:
     """Keep the first way a benchmark ended without a timing (a setup skip is not followed by a call)."""
     name = _benchmark_id(item)
@@ -157,13 +163,21 @@ def pytest_deselected(items: list[pytest.Item]) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Group benchmarks by configuration (each is then built once), in matrix order, keeping other tests in
-    place; with --zv-shard I/N keep only the configurations of this shard."""
+    place; leave out the kinds of benchmark the matrix does not time, and with --zv-shard I/N keep only the
+    configurations of this shard."""
     options = _session(config).options
     position_of = {id(item): _position(options, item) for item in items}
-    other = [item for item in items if _in_other_shard(options, item)]
-    if other:
-        config.hook.pytest_deselected(items=other)
-        items[:] = [item for item in items if item not in other]
+    kinds = options.matrix.kinds
+    for item in items:
+        name = _benchmark_id(item)
+        if name is not None and name.rpartition(" ")[2] not in kinds:
+            # Recorded before the hook, whose reason (this run's -k) it would otherwise get.
+            why = f"not a row of the {options.matrix_name} matrix, which times {', '.join(kinds)}"
+            _record_unmeasured(config, item, DESELECTED, why)
+    dropped = [item for item in items if _in_other_shard(options, item) or _unmeasured_reason(config, item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if item not in dropped]
     positions = [i for i, item in enumerate(items) if position_of[id(item)] >= 0]
     grouped = sorted((items[i] for i in positions), key=lambda item: position_of[id(item)])
     for position, item in zip(positions, grouped, strict=True):

@@ -116,6 +116,7 @@ def _options(combo: Combo, device: str, weights: str) -> BenchOptions:
         rounds=1,
         warmup_rounds=1,
         cold_rounds=1,
+        stopping=None,
         slowdown=0.0,
         shard=(0, 1),
         zipvoice=selected(),

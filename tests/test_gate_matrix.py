@@ -1,0 +1,109 @@
+"""The gate matrix: a pull request's rows, their stopping rule and processes."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import tiny_weights, write_official_dir
+from zvperf.errors import ZvperfError
+from zvperf.gate.stats import median_spread
+from zvperf.suite.matrix import GATE_PRESETS, Stopping, expand, preset
+from zvperf.suite.timing import MAX_ROUNDS, PRECISE, TIME_CAP, stop_reason
+
+ROOT = Path(__file__).parents[1]
+GATE_KINDS = ("solver", "e2e", "text_encoder", "vocoder")
+
+
+def test_the_gate_matrix_is_each_devices_fastest_path_of_each_model_with_its_end_to_end_rows():
+    cuda = expand("gate", device="cuda")
+    assert [c.id for c in cuda.combos] == [
+        "zipvoice-16step-cudagraph-fp16-1800f",
+        "zipvoice-16step-trt-fp16-1800f",
+        "zipvoice_distill-4step-cudagraph-fp16-1800f",
+        "zipvoice_distill-4step-trt-fp16-1800f",
+    ]
+    assert [c.id for c in cuda.utterances][:1] == ["zipvoice-16step-cudagraph-fp16"]  # end to end: the text's length
+    assert cuda.kinds == GATE_KINDS and cuda.stopping == Stopping(precision=0.01, time_cap_s=15)
+    cpu = expand("gate", device="cpu")
+    assert [c.id for c in cpu.combos] == [
+        "zipvoice-4step-torch-fp32",
+        "zipvoice-4step-torch-bf16",
+        "zipvoice_distill-2step-torch-fp32",
+        "zipvoice_distill-2step-torch-bf16",
+    ]
+    with_checkout = expand("gate", device="cuda", checkout_device="cuda")
+    assert {"cudagraph", "trt", "official"} <= {c.backend for c in with_checkout.configs}  # the checkout's own rows
+    for device, chosen in GATE_PRESETS.items():
+        assert chosen is preset("gate", device) and (chosen.processes, chosen.baseline_processes) == (3, 8)
+        assert chosen.rounds >= 6  # the fewest rounds whose median has a 95% interval
+    assert expand("guide").kinds == ("solver", "e2e", "text_encoder", "vocoder", "cold_start")
+    with pytest.raises(ZvperfError, match=r"--zv-matrix 'nightly' is not one of quick, guide, full, gate\."):
+        expand("nightly")
+
+
+def test_a_rows_rounds_stop_when_its_median_is_precise_at_the_time_cap_or_at_the_most_rounds():
+    rule = Stopping(precision=0.01, time_cap_s=10.0)
+    tight = [1.0 + 0.001 * i for i in range(6)]
+    assert stop_reason(tight, rule) == PRECISE
+    assert stop_reason(tight[:5], rule) is None  # five rounds give the median no interval: keep going
+    wide = [0.5, 1.5] * 3
+    assert stop_reason(wide, rule) is None
+    assert stop_reason([*wide, 0.5, 1.5, 0.5, 1.5], rule) == TIME_CAP  # 10 s of rounds
+    fast_wide = [0.01, 0.03] * 25
+    assert stop_reason(fast_wide, rule) == MAX_ROUNDS
+    # The median's 95% interval between order statistics: for 10 rounds the 2nd and the 9th (P(B <= 1) = 0.011).
+    assert median_spread([float(i) for i in range(1, 11)]) == pytest.approx((9 - 2) / 2 / 5.5)
+    assert median_spread([1.0] * 5) == math.inf
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("weights")
+    write_official_dir(tiny_weights("zipvoice_distill"), root / "zipvoice_distill")
+    return root
+
+
+@pytest.mark.processes
+def test_a_gate_matrix_run_stops_each_row_by_its_rule_and_says_why_and_leaves_cold_starts_out(
+    pytester: pytest.Pytester, tiny_dir: Path, one_thread
+):
+    importlib.import_module("scipy.stats")  # before the in-process run: numpy's C modules cannot load twice
+    pytester.makepyfile(test_benchmarks=(ROOT / "tests" / "test_benchmarks.py").read_text())
+    out = pytester.path / "out.json"
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--benchmark-only", f"--benchmark-json={out}", "--zv-device=cpu",
+        f"--zv-weights={tiny_dir}", "--zv-matrix=gate", "--zv-time-cap=2", "-k", "zipvoice_distill-2step-torch-fp32",
+    )  # fmt: skip
+    assert result.ret == pytest.ExitCode.OK
+    data = json.loads(out.read_text())
+    rule = GATE_PRESETS["cpu"].stopping
+    assert rule is not None and data["zvperf"]["matrix"] == "gate"
+    assert {b["extra_info"]["kind"] for b in data["benchmarks"]} == {"solver", "e2e"}
+    for benchmark in data["benchmarks"]:
+        stopping, rounds = benchmark["extra_info"]["stopping"], benchmark["stats"]["data"]
+        assert len(rounds) >= GATE_PRESETS["cpu"].rounds
+        assert stopping["precision"] == rule.precision and stopping["time_cap_s"] == 2
+        assert stopping["median_spread"] == pytest.approx(median_spread(rounds))
+        # Each reason holds of the rounds it ended, and the rounds before the last did not already stop.
+        assert stopping["reason"] == stop_reason(rounds, Stopping(rule.precision, 2))
+        assert (
+            len(rounds) == GATE_PRESETS["cpu"].rounds or stop_reason(rounds[:-1], Stopping(rule.precision, 2)) is None
+        )
+    unmeasured = data["zvperf"]["unmeasured"]["zipvoice_distill-torch-fp32 cold_start"]
+    assert unmeasured == {
+        "outcome": "deselected",
+        "reason": "not a row of the gate matrix, which times solver, e2e, text_encoder, vocoder",
+    }
+    fixed = pytester.runpytest(
+        "-p", "no:cacheprovider", "--benchmark-only", f"--benchmark-json={out}", "--zv-device=cpu",
+        f"--zv-weights={tiny_dir}", "--zv-matrix=gate", "--zv-rounds=2", "-k",
+        "zipvoice_distill-2step-torch-fp32 and solver",
+    )  # fmt: skip
+    assert fixed.ret == pytest.ExitCode.OK
+    (benchmark,) = json.loads(out.read_text())["benchmarks"]
+    assert len(benchmark["stats"]["data"]) == 2 and "stopping" not in benchmark["extra_info"]  # --zv-rounds: fixed
