@@ -1,21 +1,26 @@
-"""The gate matrix: a pull request's rows, their stopping rule and processes."""
+"""The gate matrix: a pull request's rows, their stopping rule and processes, and its time to verdict."""
 
 from __future__ import annotations
 
 import importlib
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import tiny_weights, write_official_dir
+from zvperf.cli import main
 from zvperf.errors import ZvperfError
 from zvperf.gate.stats import median_spread
+from zvperf.results.schema import load_results
 from zvperf.suite.matrix import GATE_PRESETS, Stopping, expand, preset
 from zvperf.suite.timing import MAX_ROUNDS, PRECISE, TIME_CAP, stop_reason
+from zvperf.suite.verdict_time import H100_PROCESS_SECONDS, expected_rounds, row_ids, verdict_time
 
 ROOT = Path(__file__).parents[1]
+H100 = ROOT / "reports" / "nvidia-h100-80gb-hbm3" / "results.json"
 GATE_KINDS = ("solver", "e2e", "text_encoder", "vocoder")
 
 
@@ -107,3 +112,35 @@ def test_a_gate_matrix_run_stops_each_row_by_its_rule_and_says_why_and_leaves_co
     assert fixed.ret == pytest.ExitCode.OK
     (benchmark,) = json.loads(out.read_text())["benchmarks"]
     assert len(benchmark["stats"]["data"]) == 2 and "stopping" not in benchmark["extra_info"]  # --zv-rounds: fixed
+
+
+def test_expected_rounds_follow_the_stopping_rule_from_the_measured_spread():
+    chosen = GATE_PRESETS["cuda"]
+    assert expected_rounds(0.2, 0.003, chosen) == (chosen.rounds, "precise")  # a CUDA graph's 0.3% IQR
+    # 8% IQR: (1.96 x 1.2533 x 0.08 / 1.349 / 0.01)^2 = 212 rounds; 0.2 s rounds reach the 15 s cap after 75.
+    assert expected_rounds(0.2, 0.08, chosen) == (50, "max rounds")
+    assert expected_rounds(0.5, 0.08, chosen) == (30, "time cap")
+    assert expected_rounds(0.5, 0.02, chosen) == (14, "precise")
+    assert expected_rounds(0.5, 0.9, preset("guide", "cuda")) == (10, "fixed")
+
+
+def test_the_dry_run_prints_the_gate_jobs_time_to_verdict_from_the_h100_run(capsys):
+    assert main(["bench", "--dry-run", "--measured", str(H100)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    measured = load_results(H100)
+    estimate = verdict_time(row_ids(expand("gate", device="cuda")), measured, GATE_PRESETS["cuda"], 26.2, 3)
+    assert out[0].startswith("zvperf bench --dry-run: the gate matrix on cuda, from ") and "nothing runs" in out[0]
+    rows = {line.split()[0]: line for line in out[3:] if line.startswith("zipvoice")}
+    graph = next(r for r in measured.results if r.id == "zipvoice-16step-cudagraph-fp16-1800f solver")
+    assert re.search(
+        rf"{graph.median * 1e3:.1f} ms .* 3\+6 +precise .* measured$", rows["zipvoice-16step-cudagraph-fp16-1800f"]
+    )
+    assert rows["zipvoice-16step-cudagraph-fp16"].endswith("stand-in: zipvoice-16step-torch-fp16 e2e")
+    assert estimate.process_seconds == H100_PROCESS_SECONDS and estimate.processes == 3
+    assert estimate.judged_seconds == pytest.approx(3 * (H100_PROCESS_SECONDS + sum(r.seconds for r in estimate.rows)))
+    longest = sorted(r.seconds for r in estimate.rows)[-3:]
+    assert estimate.confirm_seconds == pytest.approx(2 * 3 * (H100_PROCESS_SECONDS + sum(longest)))
+    assert out[-1] == f"expected time to verdict: {estimate.total_seconds / 60:.1f} min"
+    assert estimate.total_seconds <= 15 * 60  # the target: 15 minutes on one H100, A/B of three rows included
+    assert main(["bench", "--dry-run", "--measured", "nowhere.json"]) == 2
+    assert "nowhere.json: file not found" in capsys.readouterr().err
