@@ -14,25 +14,20 @@ from zvperf.gate.options import add_gate_options, add_head_baselines_option
 from zvperf.results.schema import load_results
 
 
-def add_arguments(p: argparse.ArgumentParser, processes: bool = True) -> None:
-    """The gate's arguments; ``processes``: the results may be several files, separate processes of one commit."""
-    if processes:
-        p.add_argument(
-            "results",
-            type=Path,
-            nargs="+",
-            help="pytest-benchmark JSON written by zvperf runs: separate processes of one commit, their medians tested",
-        )
-    else:
-        p.add_argument("results", type=Path, help="a pytest-benchmark JSON written by a zvperf run")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "results",
+        type=Path,
+        nargs="+",
+        help="pytest-benchmark JSON written by zvperf runs: separate processes of one commit, their medians tested",
+    )
     add_gate_options(p.add_argument)
     add_head_baselines_option(p.add_argument)
     p.add_argument("--format", choices=FORMATS, default="text", help="text (default), md (job summary) or json")
 
 
 def gate_report(args: argparse.Namespace) -> judge.GateReport:
-    paths = args.results if isinstance(args.results, list) else [args.results]
-    runs = [load_results(path) for path in paths]
+    runs = [load_results(path) for path in args.results]
     config = load_config(args.gate_config, args.baselines_dir)
     return judge.compare(runs, args.baselines_dir, config, args.require_baseline)
 

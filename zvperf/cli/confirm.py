@@ -1,6 +1,6 @@
-"""``zvperf confirm RESULTS.json -- PYTEST_ARGS``: the gate, then its failed and inconclusive verdicts confirmed
-A/B: the same configurations re-run in processes of the base commit's checkout and of this code, alternating,
-and judged head against base (exit 1 when the gate still fails).
+"""``zvperf confirm RESULTS.json... -- PYTEST_ARGS``: the gate on one or more processes' results, then its failed and
+inconclusive verdicts confirmed A/B: the same configurations re-run in processes of the base commit's checkout and
+of this code, alternating, and judged head against base (exit 1 when the gate still fails).
 
 With ``--zipvoice-base BASE --zipvoice-head HEAD`` the two sides are two ZipVoice checkouts under this zvperf and
 environment, and every row of RESULTS that ran a ZipVoice checkout is judged head against base, whatever its
@@ -21,7 +21,7 @@ from zvperf.suite.confirm import confirm_report, zipvoice_sides, zvperf_sides
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = __doc__
-    compare.add_arguments(p, processes=False)
+    compare.add_arguments(p)
     add_confirm_options(p.add_argument)
     p.add_argument(
         "--head-python",
@@ -45,9 +45,10 @@ def run(args: argparse.Namespace) -> int:
     report = compare.gate_report(args)
     if args.zipvoice_base is not None:
         sides = zipvoice_sides(args.zipvoice_base, args.zipvoice_head)
-        ids = checkout_rows(load_results(args.results), report)
+        ids = checkout_rows([load_results(path) for path in args.results], report)
         if not ids:
-            raise ZvperfError(f"{args.results}: no row ran a ZipVoice checkout (run it with --zv-zipvoice PATH).")
+            named = ", ".join(map(str, args.results))
+            raise ZvperfError(f"{named}: no row ran a ZipVoice checkout (run it with --zv-zipvoice PATH).")
         report = confirm_report(report, sides, args.pytest_args, args.processes, ids)
     else:
         sides = zvperf_sides(args.base_checkout, head_python=args.head_python)
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     return compare.print_report(args, report)
 
 
-def checkout_rows(results: ResultsFile, report: GateReport) -> list[str]:
+def checkout_rows(runs: list[ResultsFile], report: GateReport) -> list[str]:
     """The ids of the rows that ran a ZipVoice checkout and were measured."""
-    ran = {r.id for r in results.results if r.facts.zipvoice}
+    ran = {r.id for run in runs for r in run.results if r.facts.zipvoice}
     return [v.id for v in report.verdicts if v.id in ran]
