@@ -382,23 +382,40 @@ def test_a_broken_baseline_stops_a_gated_run_before_timing(suite, pytester: pyte
     assert path.read_text() == '{"benchmarks": ['
 
 
-def test_calibrate_prints_false_alarm_and_detection_rates(tiny_dir: Path, pytester: pytest.Pytester, capsys):
+@pytest.mark.processes
+def test_calibrate_the_gate_matrix_counts_false_alarms_per_run_and_detections_per_row(
+    tiny_dir: Path, pytester: pytest.Pytester, capsys, one_thread
+):
+    """The gate matrix's rows (one of them here, short, with its processes cut to two a side, the fewest the test
+    takes): a baseline of two processes, two unchanged, two 100% slower, each side judged together."""
     # In pytester's own directory: calibrate finds the benchmarks in the installed package, not in a checkout.
-    suite_args = ["--zv-device=cpu", f"--zv-weights={tiny_dir}", "--zv-rounds=5", *SUITE_ARGS]
-    assert main(["calibrate", "--runs=1", "--baseline-runs=2", "--slowdowns=1", "--", *suite_args]) == 0
+    short = ["--zv-lengths=100", "--zv-rounds=3", "--zv-warmup=0"]
+    suite_args = [f"--zv-weights={tiny_dir}", *short, "-k", "zipvoice_distill-2step-torch-fp32 and solver"]
+    counts = ["--runs=1", "--baseline-runs=2", "--judged-runs=2", "--slowdowns=1"]
+    assert main(["calibrate", "--matrix=gate", "--device=cpu", *counts, "--", *suite_args]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(
-        "zvperf calibrate: 1 repetitions of `pytest --benchmark-only --pyargs zvperf.suite.benchmarks"
+        "zvperf calibrate: 1 repetitions of `pytest --benchmark-only --pyargs zvperf.suite.benchmarks "
+        "--zv-matrix=gate --zv-device=cpu"
     )
-    assert "baselines pooled from 2 run(s)" in out[0]
-    assert re.match(r"run 1/1, injected 0%: zipvoice_distill-1step-torch-fp32-1000f solver \w+", out[1])
-    assert out[3].split() == ["injected", "judged", "fail", "inconclusive", "pass", "improved", "rate"]
-    assert re.match(r" +0% +1 +[01] +[01] +[01] +[01] +false alarms (0|100)% \([01]/1\)$", out[5])
-    assert re.match(r" +100% +1 +[01] +[01] +[01] +[01] +detected (0|100)% \([01]/1\)$", out[6])
+    assert "baselines pooled from 2 run(s), judged sides from 2" in out[0]
+    row = "zipvoice_distill-2step-torch-fp32-100f solver"
+    assert re.match(rf"run 1/1, injected 0%: {row} \w+ \([+-]\d", out[1])
+    assert re.match(rf"run 1/1, injected 100%: {row} \w+ \([+-]\d", out[2])
+    assert out[3].split() == ["injected", "runs", "rows", "judged", "fail", "inconclusive", "pass", "improved", "rate"]
+    assert re.match(r" +0% +1 +1 +[01] +[01] +[01] +[01] +false alarms (0|100)% \([01]/1 runs\)$", out[5])
+    assert re.match(r" +100% +1 +1 +[01] +[01] +[01] +[01] +detected (0|100)% \([01]/1 rows\)$", out[6])
+    assert out[7] == "detected per row (failed / judged, per injected slowdown):"
+    assert out[8].split() == ["row", "100%"] and re.match(rf"{row} +[01]/1$", out[10])
+
     assert main(["calibrate", "--runs=0"]) == 2
     assert "argument --runs: 0 is below 1" in capsys.readouterr().err
     assert main(["calibrate", "--baseline-runs=0"]) == 2
     assert "argument --baseline-runs: 0 is below 1" in capsys.readouterr().err
+    assert main(["calibrate", "--judged-runs=0"]) == 2
+    assert "argument --judged-runs: 0 is below 1" in capsys.readouterr().err
+    assert main(["calibrate", "--matrix=nightly"]) == 2
+    assert "argument --matrix: invalid choice: 'nightly'" in capsys.readouterr().err
     assert main(["calibrate", "--slowdowns=0.1,x"]) == 2
     assert "argument --slowdowns: 'x' is not a number" in capsys.readouterr().err
     assert main(["calibrate", "--confirm", "--processes=2"]) == 2  # an A/B needs three processes a side

@@ -1,15 +1,19 @@
 """``zvperf calibrate``: how far the gate can be trusted on this machine, measured.
 
-Each repetition makes a fresh baseline (from ``--baseline-runs`` runs, their rounds pooled), then
-one run without change and one per injected slowdown (``--zv-inject-slowdown``: every timed call is
-delayed by that fraction of its own duration), and judges each with the gate. A failure without
-injection is a false alarm; a failure with one is a detection. The runs of a repetition go in a
-shuffled order (seeded: reproducible), so a slow spell on the machine, or a run after an idle one
-starting with more CPU boost, hits every size alike.
+Each repetition makes a fresh baseline (from ``--baseline-runs`` runs, their rounds pooled and their medians kept),
+then for no change and for each injected slowdown (``--zv-inject-slowdown``: every timed call is delayed by that
+fraction of its own duration) ``--judged-runs`` runs pooled into the judged side, and judges each side with the
+gate. A run is a false alarm when any of its rows fails without injection; each row's detections are counted per
+slowdown. The runs of a repetition go in a shuffled order (seeded: reproducible), so a slow spell on the machine,
+or a run after an idle one starting with more CPU boost, hits every size alike.
+
+``--matrix gate`` calibrates the whole gate matrix, with its processes: the baseline pools its eight, the judged
+side its three, slowdowns 10% and 25% by default (``--baseline-runs``, ``--judged-runs`` and ``--slowdowns``
+override them).
 
 With ``--confirm`` every failed or inconclusive verdict is then confirmed as the CI gate does it
-(``zvperf confirm``): processes of the unchanged code ("base") and of the code with the injected
-slowdown ("head") alternate, and head is judged against base; the table gives both rates.
+(``zvperf confirm``): processes of the unchanged code ("base") and of the code with the injected slowdown
+("head") alternate, and head is judged against base; the tables give both rates.
 """
 
 from __future__ import annotations
@@ -34,28 +38,42 @@ from zvperf.results.schema import ResultsFile, load_results
 from zvperf.results.summary import format_table
 from zvperf.suite.confirm import confirm_report, zvperf_sides
 from zvperf.suite.launcher import PYTEST_ARGS, pytest_command
+from zvperf.suite.matrix import PRESET_NAMES, preset
 
 # Without pytest arguments: the distilled model's 2-step solver, full size, the quick matrix's rounds.
 DEFAULT_PYTEST_ARGS = ("--zv-models=zipvoice_distill", "--zv-steps=2", "-k", "solver")
+DEFAULT_SLOWDOWNS = (0.1, 0.25, 0.5)
+MATRIX_SLOWDOWNS = (0.1, 0.25)  # what --matrix calibrates: the gate's threshold, and a clear regression
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = __doc__
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument(
-        "--runs", type=bounded_int(1), default=5, help="repetitions (each: a baseline run and one run per size)"
+        "--runs", type=bounded_int(1), default=5, help="repetitions (each: a baseline and a judged side per size)"
     )
+    p.add_argument(
+        "--matrix",
+        choices=PRESET_NAMES,
+        help="calibrate a whole matrix (gate: the pull request's), with its baseline and judged processes",
+    )
+    p.add_argument("--device", choices=("cpu", "cuda"), help="with --matrix: its device (default: cuda when available)")
     p.add_argument(
         "--baseline-runs",
         type=bounded_int(1),
-        default=1,
-        help="runs pooled into each repetition's baseline, as `zvperf baseline update A.json B.json ...` does",
+        help="runs pooled into each repetition's baseline, as `zvperf baseline update A.json B.json ...` does "
+        "(default: the matrix's, else 1)",
+    )
+    p.add_argument(
+        "--judged-runs",
+        type=bounded_int(1),
+        help="runs pooled into each judged side, as `zvperf compare A.json B.json ...` does (default: the matrix's, "
+        "else 1)",
     )
     p.add_argument(
         "--slowdowns",
         type=comma_list(bounded_float(0, 10, open_low=True)),
-        default=[0.1, 0.25, 0.5],
-        help="injected slowdowns to detect, comma list of fractions (default: 0.1,0.25,0.5)",
+        help="injected slowdowns to detect, comma list of fractions (default: 0.1,0.25,0.5; with --matrix 0.1,0.25)",
     )
     add_gate_options(p.add_argument)
     p.add_argument(
@@ -76,7 +94,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "pytest_args",
         nargs="*",
         metavar="-- PYTEST_ARGS",
-        help=f"after --: what to run (default: {' '.join(DEFAULT_PYTEST_ARGS)})",
+        help=f"after --: what to run (default: {' '.join(DEFAULT_PYTEST_ARGS)}; with --matrix: its rows)",
     )
 
 
@@ -91,12 +109,16 @@ def _benchmark_run(out: Path, pytest_args: list[str], slowdown: float) -> Result
     return load_results(out)
 
 
+Verdicts = dict[str, str]  # one judged side's row id -> status
+
+
 @dataclasses.dataclass
 class Tallies:
-    """Verdict counts per injected slowdown (0 included): as first judged, and after confirmation."""
+    """Each judged side's verdicts per injected slowdown (0 included), in the order of the repetitions: as first
+    judged, and after confirmation."""
 
-    first: dict[float, Counter]
-    confirmed: dict[float, Counter] | None  # None without --confirm
+    first: dict[float, list[Verdicts]]
+    confirmed: dict[float, list[Verdicts]] | None  # None without --confirm
 
 
 def calibrate(
@@ -107,12 +129,13 @@ def calibrate(
     keep: Path | None = None,
     baseline_runs: int = 1,
     confirm_processes: int | None = None,
+    judged_runs: int = 1,
 ) -> Tallies:
-    """Verdict counts per injected slowdown, over ``runs`` repetitions; with ``confirm_processes`` each failed or
+    """Verdicts per injected slowdown, over ``runs`` repetitions; with ``confirm_processes`` each failed or
     inconclusive verdict is confirmed A/B too (this code as the base, the injection in the head's processes)."""
-    tallies = Tallies({size: Counter() for size in [0.0, *sizes]}, None)
+    tallies = Tallies({size: [] for size in [0.0, *sizes]}, None)
     if confirm_processes is not None:
-        tallies.confirmed = {size: Counter() for size in tallies.first}
+        tallies.confirmed = {size: [] for size in tallies.first}
     code = Path(zvperf.__file__).resolve().parents[1]  # the base checkout: this very code
     with contextlib.ExitStack() as stack:
         work = keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zvperf-calibrate-")))
@@ -121,24 +144,29 @@ def calibrate(
         for repetition in range(1, runs + 1):
             # (file name, injected slowdown): the baseline runs inject nothing.
             sequence = [(f"baseline-{i}", 0.0) for i in range(1, baseline_runs + 1)]
-            sequence += [(f"injected-{size:g}", size) for size in tallies.first]
+            sequence += [(f"injected-{size:g}-{i}", size) for size in tallies.first for i in range(1, judged_runs + 1)]
             order.shuffle(sequence)
             measured = {
                 name: _benchmark_run(work / f"{repetition}-{name}.json", pytest_args, size) for name, size in sequence
             }
             directory = work / f"baselines-{repetition}"
             baselines.update(directory, *(run for name, run in measured.items() if name.startswith("baseline-")))
-            for size, counts in tallies.first.items():
-                report = judge.compare(measured[f"injected-{size:g}"], directory, config)
-                counts.update(v.status for v in report.verdicts)
+            for size, verdicts in tallies.first.items():
+                judged = [measured[f"injected-{size:g}-{i}"] for i in range(1, judged_runs + 1)]
+                report = judge.compare(judged, directory, config)
+                verdicts.append(_statuses(report))
                 line = f"run {repetition}/{runs}, injected {size:.0%}: {_changes(report)}"
                 if tallies.confirmed is not None and confirm_processes is not None:
                     head = [f"--zv-inject-slowdown={size}"] if size else []
                     report = confirm_report(report, zvperf_sides(code, head), pytest_args, confirm_processes)
-                    tallies.confirmed[size].update(v.status for v in report.verdicts)
+                    tallies.confirmed[size].append(_statuses(report))
                     line += f"; confirmed: {_changes(report)}"
                 print(line, flush=True)
     return tallies
+
+
+def _statuses(report: judge.GateReport) -> Verdicts:
+    return {v.id: v.status for v in report.verdicts if v.change is not None}
 
 
 def _changes(report: judge.GateReport) -> str:
@@ -149,44 +177,88 @@ def _changes(report: judge.GateReport) -> str:
     )
 
 
-def _rate(size: float, counts: Counter) -> str:
-    total, failed = sum(counts.values()), counts[judge.FAIL]
-    what = "false alarms" if size == 0 else "detected"
-    return f"{what} {failed / total:.0%} ({failed}/{total})" if total else "-"
+def _runs_rate(size: float, sides: list[Verdicts]) -> str:
+    """Unchanged: the share of runs with any failing row; injected: the share of row verdicts that failed."""
+    if not sides:
+        return "-"
+    if size == 0:
+        alarms = sum(judge.FAIL in side.values() for side in sides)
+        return f"false alarms {alarms / len(sides):.0%} ({alarms}/{len(sides)} runs)"
+    total = sum(len(side) for side in sides)
+    failed = sum(status == judge.FAIL for side in sides for status in side.values())
+    return f"detected {failed / total:.0%} ({failed}/{total} rows)" if total else "-"
+
+
+def _summary_rows(verdicts: dict[float, list[Verdicts]], after: str = "") -> list[dict[str, str]]:
+    rows = []
+    for size, sides in verdicts.items():
+        counts = Counter(status for side in sides for status in side.values())
+        rows.append(
+            {
+                "injected": f"{size:.0%}",
+                "runs": str(len(sides)),
+                "rows judged": str(sum(counts.values())),
+                "fail": str(counts[judge.FAIL]),
+                "inconclusive": str(counts[judge.INCONCLUSIVE]),
+                "pass": str(counts[judge.PASS]),
+                "improved": str(counts[judge.IMPROVED]),
+                f"rate{after}": _runs_rate(size, sides),
+            }
+        )
+    return rows
+
+
+def _per_row(tallies: Tallies) -> list[dict[str, str]]:
+    """Each row's detections per injected slowdown: failed in how many of the repetitions."""
+    sizes = [size for size in tallies.first if size]
+    ids = sorted({row for sides in tallies.first.values() for side in sides for row in side})
+    table = []
+    for row in ids:
+        line = {"row": row}
+        for label, verdicts in (("", tallies.first), (" confirmed", tallies.confirmed)):
+            for size in sizes if verdicts is not None else []:
+                sides = verdicts[size] if verdicts is not None else []
+                failed = sum(side.get(row) == judge.FAIL for side in sides)
+                line[f"{size:.0%}{label}"] = f"{failed}/{sum(row in side for side in sides)}"
+        table.append(line)
+    return table
 
 
 def run(args: argparse.Namespace) -> int:
-    sizes = args.slowdowns
     config = load_config(args.gate_config, args.baselines_dir)
-    pytest_args = args.pytest_args or list(DEFAULT_PYTEST_ARGS)
+    pytest_args = args.pytest_args or ([] if args.matrix else list(DEFAULT_PYTEST_ARGS))
+    baseline_runs, judged_runs, sizes = args.baseline_runs or 1, args.judged_runs or 1, args.slowdowns
+    if args.matrix:
+        device = args.device or _default_device()
+        chosen = preset(args.matrix, device)
+        pytest_args = [f"--zv-matrix={args.matrix}", f"--zv-device={device}", *pytest_args]
+        baseline_runs = args.baseline_runs or chosen.baseline_processes
+        judged_runs = args.judged_runs or chosen.processes
+    sizes = sizes or list(MATRIX_SLOWDOWNS if args.matrix else DEFAULT_SLOWDOWNS)
     rule = config.defaults
     confirmation = f"; failed and inconclusive verdicts confirmed A/B, {args.processes} processes a side"
     print(
         f"zvperf calibrate: {args.runs} repetitions of `pytest {' '.join([*PYTEST_ARGS, *pytest_args])}`, "
-        "baselines pooled from "
-        f"{args.baseline_runs} run(s); gate: over "
+        f"baselines pooled from {baseline_runs} run(s), judged sides from {judged_runs}; gate: over "
         f"{rule.threshold:.0%} slower, p < {rule.alpha:g}, spread limit {rule.max_spread:.0%}"
         + (confirmation if args.confirm else ""),
         flush=True,
     )
     processes = args.processes if args.confirm else None
-    tallies = calibrate(args.runs, sizes, pytest_args, config, args.keep, args.baseline_runs, processes)
-    rows = []
-    for size, counts in tallies.first.items():
-        row = {
-            "injected": f"{size:.0%}",
-            "judged": str(sum(counts.values())),
-            "fail": str(counts[judge.FAIL]),
-            "inconclusive": str(counts[judge.INCONCLUSIVE]),
-            "pass": str(counts[judge.PASS]),
-            "improved": str(counts[judge.IMPROVED]),
-            "rate": _rate(size, counts),
-        }
-        if tallies.confirmed is not None:
-            confirmed = tallies.confirmed[size]
-            row["confirmed fail"] = str(confirmed[judge.FAIL])
-            row["confirmed inconclusive"] = str(confirmed[judge.INCONCLUSIVE])
-            row["rate after confirmation"] = _rate(size, confirmed)
-        rows.append(row)
+    tallies = calibrate(args.runs, sizes, pytest_args, config, args.keep, baseline_runs, processes, judged_runs)
+    rows = _summary_rows(tallies.first)
+    if tallies.confirmed is not None:
+        for row, confirmed in zip(rows, _summary_rows(tallies.confirmed, " after confirmation"), strict=True):
+            row["confirmed fail"] = confirmed["fail"]
+            row["confirmed inconclusive"] = confirmed["inconclusive"]
+            row["rate after confirmation"] = confirmed["rate after confirmation"]
     print("\n".join(line.rstrip() for line in format_table(rows, left=("rate", "rate after confirmation"))))
+    print("detected per row (failed / judged, per injected slowdown):")
+    print("\n".join(line.rstrip() for line in format_table(_per_row(tallies), left=("row",))))
     return 0
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
