@@ -62,13 +62,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--baseline-runs",
         type=bounded_int(1),
         help="runs pooled into each repetition's baseline, as `zvperf baseline update A.json B.json ...` does "
-        "(default: the matrix's, else 1)",
+        f"(default: the matrix's, else {MIN_PROCESSES})",
     )
     p.add_argument(
         "--judged-runs",
         type=bounded_int(1),
         help="runs pooled into each judged side, as `zvperf compare A.json B.json ...` does (default: the matrix's, "
-        "else 1)",
+        f"else {MIN_PROCESSES})",
     )
     p.add_argument(
         "--slowdowns",
@@ -127,9 +127,9 @@ def calibrate(
     pytest_args: list[str],
     config: GateConfig,
     keep: Path | None = None,
-    baseline_runs: int = 1,
+    baseline_runs: int = MIN_PROCESSES,
     confirm_processes: int | None = None,
-    judged_runs: int = 1,
+    judged_runs: int = MIN_PROCESSES,
 ) -> Tallies:
     """Verdicts per injected slowdown, over ``runs`` repetitions; with ``confirm_processes`` each failed or
     inconclusive verdict is confirmed A/B too (this code as the base, the injection in the head's processes)."""
@@ -227,7 +227,9 @@ def _per_row(tallies: Tallies) -> list[dict[str, str]]:
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.gate_config, args.baselines_dir)
     pytest_args = args.pytest_args or ([] if args.matrix else list(DEFAULT_PYTEST_ARGS))
-    baseline_runs, judged_runs, sizes = args.baseline_runs or 1, args.judged_runs or 1, args.slowdowns
+    # The gate's test compares processes, two a side at least: as many as an A/B confirmation runs, by default.
+    baseline_runs, judged_runs = args.baseline_runs or MIN_PROCESSES, args.judged_runs or MIN_PROCESSES
+    sizes = args.slowdowns
     if args.matrix:
         device = args.device or _default_device()
         chosen = preset(args.matrix, device)
