@@ -125,7 +125,7 @@ def time_solver(benchmark: Any, session: BenchSession, combo: Combo) -> None:
     guided = [bool(step.guidance) for step in model.plan(combo.num_step, scale, 0.5)]
     flops = solve_flops(model.config, inputs.frames, inputs.batch, guided, model.guidance_is_input)
     flop_rate = flops / benchmark.stats.stats.median
-    attainable = session.attainable_rate(model.config, engine.config.precision)
+    attainable, peak = session.limits(model.config, engine.config.precision)
     optional = {
         "frames_bucket": combo.frames,
         "batch": combo.batch,
@@ -134,6 +134,8 @@ def time_solver(benchmark: Any, session: BenchSession, combo: Combo) -> None:
         "flops": float(flops),
         "flop_rate": flop_rate,
         "gemm_efficiency": flop_rate / attainable if attainable else None,
+        "attainable_flop_rate": attainable,  # this process's measurement: processes differ by several percent
+        "peak_efficiency": flop_rate / peak if peak else None,
     }
     _record(session, benchmark, telemetry, engine, "solver", combo.num_step, measured, **optional)
 
