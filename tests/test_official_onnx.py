@@ -1,14 +1,19 @@
-"""The checkout's own ONNX path as rows (official-onnx): its export built once into the cache, its inference
-functions timed, each row verified against zvperf's torch fp32 output; an export that fails is one sentence. These
-run the real official code, as tests/test_official.py does."""
+"""The checkout's own ONNX and TensorRT paths as rows (official-onnx, official-trt): its export built once into the
+cache, its inference functions timed, each row verified against zvperf's torch fp32 output; an export that fails is
+one sentence; the TensorRT rows skip where there is no GPU or tensorrt. These run the real official code, as
+tests/test_official.py does."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import git
+from zvperf.backends import BackendUnavailable, check_runnable, get_backend
+from zvperf.backends.checkout import ENV, import_official, open_checkout
+from zvperf.backends.official_trt import ENGINE_FILE, OfficialTrtRun, export_args
 from zvperf.engine.precision import TOLERANCES
 
 OWN_KINDS = ("solver", "e2e", "text_encoder", "cold_start")  # the vocoder is the official row's PyTorch Vocos
@@ -81,3 +86,50 @@ def test_naming_a_checkout_adds_its_onnx_rows_on_the_cpu(run_official, zipvoice_
     collected = "\n".join(result.outlines)
     for precision in ("fp32", "int8"):
         assert f"test_solver[zipvoice_distill-2step-official-onnx-{precision}]" in collected
+    assert "official-trt" not in collected  # a CUDA row
+
+
+def test_the_tensorrt_rows_skip_here_with_the_reason(run_official, zipvoice_checkout, checkout_env, monkeypatch):
+    """This machine has no GPU (the rows skip saying so); without tensorrt the reason is the package."""
+    import torch
+
+    if torch.cuda.is_available() and importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("this machine has CUDA and tensorrt: the official TensorRT path can run")
+    monkeypatch.setenv(ENV, str(zipvoice_checkout))
+    backend = get_backend("official-trt")
+    with pytest.raises(BackendUnavailable, match="backend official-trt does not run on cpu"):
+        check_runnable(backend, "cpu", "fp16")
+    real = importlib.util.find_spec
+    with monkeypatch.context() as patch:
+        patch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorrt" else real(name, *a))
+        reason = backend.unavailable("cuda", "fp16")
+    assert reason == "the official TensorRT path imports tensorrt (pip install zvperf[gpu])"
+    if not torch.cuda.is_available():
+        result, _ = run_official(zipvoice_checkout, "--zv-device=cuda", "--zv-backends=official-trt", "-k", "solver")
+        result.assert_outcomes(skipped=1)
+        result.stdout.fnmatch_lines(["*SKIPPED*no CUDA device is available*"])
+
+
+def test_the_tensorrt_commands_are_the_ones_its_scripts_take(zipvoice_checkout, checkout_env, tmp_path):
+    """Unproven without a GPU: what official-trt hands the checkout's export and inference scripts parses as they
+    read it (their own argument parsers)."""
+    checkout = open_checkout(zipvoice_checkout)
+    model_dir = tmp_path / "zipvoice_distill"
+    model_dir.mkdir()
+    (model_dir / "model.pt").write_bytes(b"")
+    args = export_args("zipvoice_distill", model_dir, tmp_path / "engine", ENGINE_FILE)
+    # Its export module patches its positional encoding on import: that is dropped with the module after the test.
+    parsed = import_official(checkout, "zipvoice.bin.tensorrt_export").get_parser().parse_args(args)
+    assert (parsed.model_name, parsed.model_dir, parsed.checkpoint_name) == (
+        "zipvoice_distill",
+        str(model_dir),
+        "model.pt",
+    )
+    assert (parsed.tensorrt_model_dir, parsed.trt_engine_file_name) == (str(tmp_path / "engine"), ENGINE_FILE)
+    run = OfficialTrtRun.__new__(OfficialTrtRun)  # its fields, without loading an engine (no GPU here)
+    run.model_name, run.model_dir, run.vocoder_dir, run.checkpoint = "zipvoice_distill", model_dir, tmp_path, "model.pt"
+    run.plan = tmp_path / "engine" / ENGINE_FILE
+    command = run.cli_command(tmp_path / "out.wav", "Hello.", tmp_path / "prompt.wav", "Hi.", 2, 1)
+    assert command[2] == "zipvoice.bin.infer_zipvoice"
+    parsed = import_official(checkout, command[2]).get_parser().parse_args(command[3:])
+    assert parsed.trt_engine_path == str(run.plan) and parsed.model_dir == str(model_dir) and parsed.num_step == 2
