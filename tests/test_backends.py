@@ -49,7 +49,10 @@ def test_every_backend_reproduces_the_conformance_vectors(backend, case_dir):
     run_or_skip(backend, precision)
     device = "cuda" if backend in GPU_ONLY else "cpu"
     prepare = get_backend(backend).prepare
-    checks = run_case(load_case(case_dir), device=device, precision=precision, prepare=prepare)
+    try:
+        checks = run_case(load_case(case_dir), device=device, precision=precision, prepare=prepare)
+    except BackendUnavailable as reason:  # a checkout path that takes text, not a solve's inputs (official-onnx)
+        pytest.skip(str(reason))
     for check in checks:
         assert check.passed, f"{backend} {check.name}: error {check.error:.2e} > {check.tolerance:.0e}"
 

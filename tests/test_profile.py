@@ -30,6 +30,8 @@ def tiny_dir(tmp_path_factory):
         Combo("zipvoice", 16, "torch", "bf16"),
         Combo("zipvoice_distill", 2, "ort-int8", "int8", 1000, 4),
         Combo("zipvoice", 8, "official", "fp32", None, 2),
+        Combo("zipvoice_distill", 4, "official-onnx", "int8"),
+        Combo("zipvoice", 16, "official-trt", "fp16", 1000),
     ],
     ids=lambda c: c.id,
 )

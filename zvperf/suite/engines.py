@@ -34,6 +34,7 @@ class SolverInputs:
     text_ids: list[int]
     prompt_ids: list[int]
     prompt_frames: int
+    own_length: bool  # laid out by the ratio rule at the text's own length (not stretched to a fixed length)
 
     @property
     def frames(self) -> int:
@@ -83,14 +84,13 @@ class Engine:
         with on_engine_stream(options.device):
             self.synthesizer = Synthesizer(self.weights, options.device, config.precision)
             if isinstance(backend, CheckoutBackend):
-                self.official = backend.load(config.model, options.weights, options.device)
-                solver = self.official.solver
+                self.official = backend.load(config.model, options.weights, options.device, config.precision)
             else:
-                solver = backend.prepare(self.synthesizer.model, options.device, config.precision)
-            self.synthesizer.solver = solver
+                self.synthesizer.solver = backend.prepare(self.synthesizer.model, options.device, config.precision)
             # The reference is the model's own fp32 eager solve; anything else (torch's oneDNN path included) is
             # checked against it.
-            is_reference = config.precision == "fp32" and solver == self.synthesizer.model.solve
+            ours = self.synthesizer.solver
+            is_reference = self.official is None and config.precision == "fp32" and ours == self.synthesizer.model.solve
             self.reference = None if is_reference else reference.to(options.device).float()
             self.prompt = self.synthesizer.prepare_prompt(options.prompt_wav, options.prompt_text)
         self._inputs: dict[tuple[int | None, int], SolverInputs] = {}
@@ -128,10 +128,13 @@ class Engine:
             )
             generator = torch.Generator(self.options.device).manual_seed(NOISE_SEED)
             x0 = torch.randn(cond.frames.shape, generator=generator, device=self.options.device).to(synth.dtype)
-        return SolverInputs(x0, cond.frames, speech, cond.mask, text_ids, prompt_ids, prompt_frames)
+        return SolverInputs(x0, cond.frames, speech, cond.mask, text_ids, prompt_ids, prompt_frames, frames is None)
 
     def solve(self, inputs: SolverInputs, num_step: int) -> torch.Tensor:
-        return self.synthesizer.solver(*inputs.solver_args(), num_step, self.model.default_guidance_scale, 0.5)
+        scale = self.model.default_guidance_scale
+        if self.official is not None:  # the checkout's own solve (what its solver row times)
+            return self.official.solve_call(inputs, num_step, scale)()
+        return self.synthesizer.solver(*inputs.solver_args(), num_step, scale, 0.5)
 
     def verify(self, frames: int | None, batch: int, num_step: int) -> float | None:
         """Compare this backend's solve with the fp32 torch reference on the same inputs (once per shape):
@@ -141,14 +144,17 @@ class Engine:
         key = (frames, batch)
         if key not in self._verified:
             inputs = self.solver_inputs(frames, batch)
+            scale = self.model.default_guidance_scale
             with torch.inference_mode(), on_engine_stream(self.options.device):
-                ours = self.solve(inputs, num_step)
+                if self.official is not None:  # x1 from its first frame on (a path may return the generated part)
+                    ours, start = self.official.solved(inputs, num_step, scale, NOISE_SEED)
+                else:
+                    ours, start = self.solve(inputs, num_step), 0
                 x0, text, speech = (t.float() for t in inputs.solver_args()[:3])
-                reference = self.reference.solve(
-                    x0, text, speech, inputs.padding_mask, num_step, self.model.default_guidance_scale
-                )
+                reference = self.reference.solve(x0, text, speech, inputs.padding_mask, num_step, scale)[:, start:]
                 synchronize(self.options.device)
-            valid = None if inputs.padding_mask is None else ~inputs.padding_mask[..., None].expand_as(reference)
+            mask = inputs.padding_mask
+            valid = None if mask is None else ~mask[:, start:, None].expand_as(reference)
             what = f"x1 ({num_step} steps, {inputs.frames} frames)"
             self._verified[key] = self.compare(what, ours, reference, TOLERANCES[self.config.precision]["x1"], valid)
         return self._verified[key]
