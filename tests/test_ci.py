@@ -207,12 +207,17 @@ ZIPVOICE_GATE_INPUTS = {
 }  # fmt: skip
 
 
+def zipvoice_gate_section() -> str:
+    page = (ROOT / "docs" / "ci.md").read_text()
+    return page.split("## Gating a ZipVoice repository", 1)[1].split("\n## ", 1)[0]
+
+
 def named_step(job: dict, name: str) -> dict:
     (step,) = [step for step in job["steps"] if step.get("name") == name]
     return step
 
 
-def test_the_zipvoice_gate_is_a_reusable_workflow_whose_inputs_say_what_they_are():
+def test_the_zipvoice_gate_is_a_reusable_workflow_whose_inputs_are_documented():
     gate = workflow(ZIPVOICE_GATE)
     assert set(gate["on"]) == {"workflow_call"}
     inputs = gate["on"]["workflow_call"]["inputs"]
@@ -221,6 +226,8 @@ def test_the_zipvoice_gate_is_a_reusable_workflow_whose_inputs_say_what_they_are
     assert [name for name, spec in inputs.items() if spec.get("required")] == ["zvperf-ref"]  # pinned, never defaulted
     assert "self-hosted" in json.loads(inputs["runner"]["default"]) and inputs["device"]["default"] == "cuda"
     assert inputs["require-baseline"]["default"] is True and inputs["weights"]["default"] == "synthetic"
+    section = zipvoice_gate_section()
+    assert [name for name in inputs if f"`{name}`" not in section] == []  # every input on the docs page
 
 
 def test_the_zipvoice_gate_checks_out_zvperf_pinned_and_the_pull_requests_base_and_head():
@@ -421,6 +428,22 @@ def test_the_zipvoice_gate_comment_renders_the_verdict_from_zvperf_alone_or_says
     assert completed.returncode == 0, completed.stderr
     comment = (tmp_path / "runner_temp" / "comment.md").read_text()
     assert comment.startswith(f"[The workflow run]({env['RUN_URL']})") and "### zvperf gate on `cpu-test-2c`" in comment
+
+
+def test_the_caller_yaml_in_the_docs_calls_the_zipvoice_gate_with_inputs_it_declares():
+    block = re.search(r"```yaml\n(.*?)```", zipvoice_gate_section(), re.DOTALL)
+    assert block, "docs/ci.md: no caller YAML under Gating a ZipVoice repository"
+    caller = yaml.safe_load(block.group(1))
+    triggers = caller.pop(True, caller.get("on"))
+    assert "pull_request" in triggers and "pull_request_target" not in triggers
+    assert caller["permissions"] == {}
+    (job,) = caller["jobs"].values()
+    where, _, ref = job["uses"].partition("@")
+    assert re.fullmatch(r"[\w.-]+/zvperf/\.github/workflows/zipvoice-gate\.yml", where)
+    declared = workflow(ZIPVOICE_GATE)["on"]["workflow_call"]["inputs"]
+    assert set(job["with"]) <= set(declared) and job["with"]["zvperf-ref"] == ref  # the same zvperf commit
+    assert job["permissions"] == {"contents": "read", "pull-requests": "write"}  # what the gate's jobs ask for
+    assert "secrets" not in job
 
 
 def test_docs_only_changes_skip_the_gpus():
