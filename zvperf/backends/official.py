@@ -28,7 +28,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -37,6 +37,7 @@ from zvperf.backends import official_fixes
 from zvperf.backends.checkout import HOW_TO_GET, Checkout, CheckoutError, import_official, selected
 from zvperf.backends.onnx_export import cache_dir
 from zvperf.engine.models import ZipVoice
+from zvperf.engine.solver import SolverInputs
 from zvperf.engine.vocoder import VOCOS_REPO
 from zvperf.engine.weights import (
     HUB_REPO,
@@ -48,9 +49,6 @@ from zvperf.engine.weights import (
 )
 from zvperf.errors import ZvperfError
 from zvperf.files import build_once
-
-if TYPE_CHECKING:
-    from zvperf.suite.engines import SolverInputs
 
 INFER = "zipvoice.bin.infer_zipvoice"
 # zvperf model name -> the class name its inference module imports

@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -31,10 +31,8 @@ from zvperf.backends.official import (
 )
 from zvperf.backends.onnx_export import cache_dir
 from zvperf.engine.models import ZipVoice
+from zvperf.engine.solver import SolverInputs
 from zvperf.files import build_once
-
-if TYPE_CHECKING:
-    from zvperf.suite.engines import SolverInputs
 
 EXPORT = "zipvoice.bin.onnx_export"
 INFER_ONNX = "zipvoice.bin.infer_zipvoice_onnx"

@@ -16,7 +16,7 @@ import importlib.util
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -33,10 +33,8 @@ from zvperf.backends.official import (
 )
 from zvperf.backends.onnx_export import cache_dir
 from zvperf.engine.models import ZipVoice
+from zvperf.engine.solver import SolverInputs
 from zvperf.files import build_once
-
-if TYPE_CHECKING:
-    from zvperf.suite.engines import SolverInputs
 
 EXPORT = "zipvoice.bin.tensorrt_export"
 ENGINE_FILE = "fm_decoder.fp16.plan"

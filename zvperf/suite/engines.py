@@ -10,51 +10,17 @@ import torch
 
 from zvperf.backends import CheckoutBackend, check_runnable, get_backend, own_allocator
 from zvperf.backends.official import OfficialRun
-from zvperf.engine import audio
 from zvperf.engine.device import on_engine_stream, synchronize
 from zvperf.engine.models import ZipVoice, speech_condition_from_prompt
 from zvperf.engine.pipeline import Synthesizer
 from zvperf.engine.precision import TOLERANCES, relative_error
+from zvperf.engine.solver import SolverInputs
 from zvperf.engine.weights import load_weights
 from zvperf.suite.matrix import Config
 from zvperf.suite.options import BenchOptions
 
 NOISE_SEED = 1234
 SYNTHESIS_SEED = 666  # the official inference script's default --seed (and zvperf synth's)
-
-
-@dataclasses.dataclass
-class SolverInputs:
-    """Everything the ODE solve takes, prepared: the solver benchmark times the loop alone."""
-
-    x0: torch.Tensor
-    text_condition: torch.Tensor
-    speech_condition: torch.Tensor
-    padding_mask: torch.Tensor | None  # None: no utterance is padded
-    text_ids: list[int]
-    prompt_ids: list[int]
-    prompt_frames: int
-    own_length: bool  # laid out by the ratio rule at the text's own length (not stretched to a fixed length)
-
-    @property
-    def frames(self) -> int:
-        return self.x0.shape[1]
-
-    @property
-    def generated_frames(self) -> int:
-        return self.frames - self.prompt_frames
-
-    @property
-    def batch(self) -> int:
-        return self.x0.shape[0]
-
-    @property
-    def audio_seconds(self) -> float:
-        """Speech produced by one solve, all utterances of the batch together."""
-        return self.batch * self.generated_frames / audio.FRAMES_PER_SECOND
-
-    def solver_args(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        return self.x0, self.text_condition, self.speech_condition, self.padding_mask
 
 
 class VerificationError(Exception):
