@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.gate_data import bench, spread_rounds, write_results
+from tests.helpers import WAIT_S
 from zvperf.cli import build_parser, main
 
 ROOT = Path(__file__).parents[1]
@@ -78,8 +79,10 @@ def test_cpu_workflow_runs_the_tests_and_checks_on_pull_requests():
 
 def test_the_under_load_script_loads_every_core_twice_and_stops_its_loops():
     """The command runs with 2 busy loops per core beside it, its exit status is passed on, and no loop is left."""
-    count = 'pgrep -f -c "^python3 .*$UNDER_LOAD_TAG"; exit 3'  # the loops, not their timeout wrappers
-    completed = subprocess.run([ROOT / "scripts" / "under-load", "sh", "-c", count], capture_output=True, text=True)
+    count = 'pgrep -f -c "^python3 .*$UNDER_LOAD_TAG"; exit 3'
+    completed = subprocess.run(
+        [ROOT / "scripts" / "under-load", "sh", "-c", count], capture_output=True, text=True, timeout=WAIT_S
+    )  # the timeout bounds a hang: a loop left running holds the output pipe open
     assert completed.returncode == 3
     assert int(completed.stdout) == 2 * len(os.sched_getaffinity(0))
     tag = re.search(r"tagged '(.+)'", completed.stderr).group(1)
