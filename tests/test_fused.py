@@ -1,5 +1,5 @@
-"""The fused kernels on a machine without a GPU: the kernels run under Triton's interpreter in fresh processes
-(tests/interpreted_fused.py says why), the switch in this one."""
+"""The fused kernels and their backends on a machine without a GPU: the kernels run under Triton's interpreter in
+fresh processes (tests/interpreted_fused.py says why), the switch and the backends in this one."""
 
 from __future__ import annotations
 
@@ -14,9 +14,13 @@ from typing import Any
 import pytest
 import torch
 
-from tests.helpers import CASE_DIRS, WAIT_S
+from tests.helpers import CASE_DIRS, WAIT_S, tiny_config
+from zvperf.backends import get_backend
+from zvperf.backends.cuda_graph import CudaGraphs
+from zvperf.backends.fused import FusedSolver
 from zvperf.engine import fused
 from zvperf.engine.precision import TOLERANCES
+from zvperf.engine.weights import synthetic_model
 from zvperf.errors import ZvperfError
 
 ROOT = Path(__file__).parents[1]
@@ -112,7 +116,7 @@ def test_the_kernels_compile_for_an_h100_and_an_a100(precision):
             assert triton_compile(source, target=GPUTarget("cuda", capability, 32)).asm["cubin"]
 
 
-def test_without_triton_the_kernels_say_so(monkeypatch):
+def test_without_triton_the_kernels_and_their_backends_say_so(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "triton" else real(name, *a))
     reason = "the fused kernels need triton, which is not installed"
@@ -121,6 +125,22 @@ def test_without_triton_the_kernels_say_so(monkeypatch):
         with fused.fused_kernels():
             pass
     assert not fused.active()
+    for name in ("fused", "fused-graph"):
+        assert get_backend(name).unavailable("cuda", "fp16").startswith(reason)
+
+
+def test_the_fused_backends_solve_with_the_torch_and_cudagraph_solvers_switched_on():
+    model, _ = synthetic_model("zipvoice_distill", config=tiny_config())
+    solver = get_backend("fused").prepare(model, "cuda", "fp16")  # torch's solver on CUDA: the model's own solve
+    assert isinstance(solver, FusedSolver) and solver.inner == model.solve
+    assert get_backend("fused-graph").precisions == CudaGraphs().precisions
+
+
+@needs_triton
+def test_a_fused_solver_switches_the_kernels_on_for_its_calls_alone():
+    solver = FusedSolver(lambda *args, **kwargs: torch.tensor(fused.active()))
+    assert not fused.active()
+    assert bool(solver()) and not fused.active()
 
 
 @needs_triton
