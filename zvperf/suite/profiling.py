@@ -1,5 +1,5 @@
 """Where one solve's time goes, by operator: torch's profiler for the torch backends (torch, compile, cudagraph,
-official), ONNX Runtime's own profiler for the ONNX Runtime backends.
+fused, fused-graph, official), ONNX Runtime's own profiler for the ONNX Runtime backends.
 
 The configuration is built and verified as the benchmarks build it (zvperf.suite.engines.Engine), warmed up by
 one solve, then one more solve is profiled. Each operator's time is its self time (torch: the operator's own
