@@ -72,10 +72,12 @@ class BenchSession:
                 failed = str(exc)
             except ZvperfError as exc:
                 skipped = str(exc)
-        if failed is not None:  # outside the handler: the report shows the difference, not a chain of exceptions
-            pytest.fail(failed, pytrace=False)
+        # This generator runs inside the with statement's __exit__, where the caught error is still the one being
+        # handled: "from None" keeps it out of the report, which shows the difference once.
+        if failed is not None:
+            raise pytest.fail.Exception(failed, pytrace=False) from None
         if skipped is not None:
-            pytest.skip(skipped)
+            raise pytest.skip.Exception(skipped) from None
 
     def verified_engine(self, combo: Combo) -> Engine:
         """The engine, its solve checked against torch fp32 at this shape (``verification_fails``)."""
