@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import CONFORMANCE
+from tests.helpers import CONFORMANCE, tiny_weights, write_official_dir
+from zvperf.backends.checkout import ENV
 
 # pytester's in-process runs drop the modules first imported inside them, and onnx's native extension cannot be
 # imported a second time in one process: import the optional ONNX packages before any such run does.
@@ -83,3 +86,52 @@ def zipvoice_checkout(zipvoice_source: Path, tmp_path_factory: pytest.TempPathFa
     git(checkout, "add", "-A")
     git(checkout, "commit", "-q", "-m", "the official code")
     return checkout
+
+
+BENCHMARKS = (Path(__file__).parent / "test_benchmarks.py").read_text()
+
+
+@pytest.fixture
+def tiny_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "weights"
+    write_official_dir(tiny_weights("zipvoice_distill"), root / "zipvoice_distill")
+    return root
+
+
+@pytest.fixture
+def checkout_env(monkeypatch):
+    """What running a checkout changes in this process (ZVPERF_ZIPVOICE, PYTHONPATH, sys.path, the imported
+    zipvoice package) is as it was after the test, so that the next test may run another checkout."""
+    for name in (ENV, "PYTHONPATH"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))  # recorded: restored (or removed) afterwards
+    monkeypatch.delenv(ENV)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    yield
+    for name in [m for m in sys.modules if m == "zipvoice" or m.startswith("zipvoice.")]:
+        del sys.modules[name]
+
+
+@pytest.fixture
+def run_official(pytester: pytest.Pytester, tiny_dir: Path, checkout_env):
+    """The tiny zipvoice_distill's rows at 2 steps, 1 round, with --zv-zipvoice CHECKOUT: (result, JSON or None)."""
+    pytester.makepyfile(test_benchmarks=BENCHMARKS)
+
+    def run(checkout: Path, *args: str) -> tuple[pytest.RunResult, dict | None]:
+        out = pytester.path / "out.json"
+        out.unlink(missing_ok=True)
+        result = pytester.runpytest(
+            "-p", "no:cacheprovider", "--benchmark-only", f"--benchmark-json={out}", "--zv-device=cpu",
+            f"--zv-weights={tiny_dir}", "--zv-models=zipvoice_distill", "--zv-steps=2", "--zv-rounds=1",
+            "--zv-warmup=0", f"--zv-zipvoice={checkout}", "-rsf", *args,
+        )  # fmt: skip
+        return result, json.loads(out.read_text()) if out.is_file() else None
+
+    return run
+
+
+@pytest.fixture
+def checkout_copy(zipvoice_checkout: Path, tmp_path: Path) -> Path:
+    """A clone of the test checkout that a test may commit to or change."""
+    copy = tmp_path / "ZipVoice"
+    git(tmp_path, "clone", "-q", str(zipvoice_checkout), str(copy))
+    return copy

@@ -49,7 +49,10 @@ def test_every_backend_reproduces_the_conformance_vectors(backend, case_dir):
     run_or_skip(backend, precision)
     device = "cuda" if backend in GPU_ONLY else "cpu"
     prepare = get_backend(backend).prepare
-    checks = run_case(load_case(case_dir), device=device, precision=precision, prepare=prepare)
+    try:
+        checks = run_case(load_case(case_dir), device=device, precision=precision, prepare=prepare)
+    except BackendUnavailable as reason:  # a checkout path that takes text, not a solve's inputs (official-onnx)
+        pytest.skip(str(reason))
     for check in checks:
         assert check.passed, f"{backend} {check.name}: error {check.error:.2e} > {check.tolerance:.0e}"
 
@@ -147,7 +150,9 @@ def test_a_backend_that_disagrees_fails_its_benchmark_untimed(pytester, monkeypa
         "--zv-rounds=2", "--zv-warmup=0", "-k", "solver or e2e",
     )  # fmt: skip
     result.assert_outcomes(passed=2, failed=2)
-    result.stdout.fnmatch_lines(["*zipvoice_distill-noisy-fp32 differs from torch fp32 by 5.*e-02*not timed*"])
+    difference = "*zipvoice_distill-noisy-fp32: its x1 (2 steps, * frames) differs from zvperf's torch fp32 by 5.*e-02*"
+    result.stdout.fnmatch_lines([difference + "not timed"])
+    assert "During handling of the above exception" not in result.stdout.str()
     timed = {b["param"] for b in json.loads(out.read_text())["benchmarks"]}
     assert timed == {"zipvoice_distill-2step-torch-fp32"}
 
@@ -211,11 +216,14 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
-def counting_compiler(calls: list[tuple[int, ...]]):
-    """A torch.compile backend that runs dynamo's captured graph and records the input shape of every call: a
-    call that reaches it ran compiled code, not the eager fallback."""
+def counting_compiler(calls: list[tuple[int, ...]], compiled: list[int] | None = None):
+    """A torch.compile backend that runs dynamo's captured graph and records the input shape of every call (a call
+    that reaches it ran compiled code, not the eager fallback) and, in ``compiled``, every compilation."""
 
     def compiler(graph_module, example_inputs):
+        if compiled is not None:
+            compiled.append(len(calls))
+
         def run(*args):
             calls.append(tuple(next(a for a in args if isinstance(a, torch.Tensor) and a.dim() == 3).shape))
             return graph_module.forward(*args)
@@ -237,14 +245,19 @@ def test_compile_runs_compiled_code_at_every_length_or_fails_saying_it_fell_back
     the tiny model takes dynamo about 15 s per graph on a 2-core machine.)"""
     model, _ = synthetic_model("zipvoice_distill", config=tiny_config())
     calls: list[tuple[int, ...]] = []
-    solver = Compiled(compiler=counting_compiler(calls)).prepare(model, "cpu", "fp32")
-    lengths = (16, 17, 37, 64, 100, 129, 250, 333, 401, 513)
+    compiled: list[int] = []
+    solver = Compiled(compiler=counting_compiler(calls, compiled)).prepare(model, "cpu", "fp32")
+    # 100 first: the feature channels' size, which duck shaping used to give the frame count (a second compile).
+    lengths = (100, 16, 17, 37, 64, 129, 250, 333, 401, 513)
     with torch.inference_mode():
         for frames in lengths:
             x0, text, speech = solve_inputs(model, 1, frames)
             ours = solver(x0, text, speech, None, 2, 3.0)
             assert torch.allclose(ours, model.solve(x0, text, speech, None, 2, 3.0), atol=1e-5)
         assert [shape[:2] for shape in calls] == [(1, frames) for frames in lengths for _ in range(2)]
+        assert compiled == [0]  # one compilation served every step of every length: no recompile
+        solver(*solve_inputs(model, 1, 77), None, 4, 3.0)  # more steps, another length: the same graph
+        assert compiled == [0]
         with torch._dynamo.config.patch(recompile_limit=1):
             with pytest.raises(FellBackToEager, match="compile: torch.compile fell back to eager"):
                 solver(*solve_inputs(model, 2, 40), None, 1, 3.0)  # a second graph, past a limit of one

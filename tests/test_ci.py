@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.gate_data import bench, spread_rounds, write_results
+from tests.helpers import WAIT_S
 from zvperf.cli import build_parser, main
 
 ROOT = Path(__file__).parents[1]
@@ -48,8 +49,10 @@ def zvperf_commands(lines: list[str]) -> list[list[str]]:
     """Every zvperf invocation in the lines, as arguments (the virtual environment's path stripped)."""
     commands = []
     for line in lines:
-        # A GitHub expression such as ${{ matrix.runner.name }} is one word once substituted.
-        words = shlex.split(re.sub(r"\$\{\{[^}]*\}\}", "X", re.split(r"[|>]", line)[0]))  # up to a pipe or redirection
+        # A GitHub expression such as ${{ matrix.runner.name }} is one word once substituted; an option given only
+        # where a variable is set, ${REQUIRE_BASELINE:+--require-baseline}, is parsed as given.
+        line = re.sub(r"\$\{\w+:\+([^}]*)\}", r"\1", re.sub(r"\$\{\{[^}]*\}\}", "X", line))
+        words = shlex.split(re.split(r"[|>]", line)[0])  # up to a pipe or redirection
         for index, word in enumerate(words):
             if word.endswith("zvperf"):
                 commands.append(words[index + 1 :])
@@ -76,8 +79,10 @@ def test_cpu_workflow_runs_the_tests_and_checks_on_pull_requests():
 
 def test_the_under_load_script_loads_every_core_twice_and_stops_its_loops():
     """The command runs with 2 busy loops per core beside it, its exit status is passed on, and no loop is left."""
-    count = 'pgrep -f -c "^python3 .*$UNDER_LOAD_TAG"; exit 3'  # the loops, not their timeout wrappers
-    completed = subprocess.run([ROOT / "scripts" / "under-load", "sh", "-c", count], capture_output=True, text=True)
+    count = 'pgrep -f -c "^python3 .*$UNDER_LOAD_TAG"; exit 3'
+    completed = subprocess.run(
+        [ROOT / "scripts" / "under-load", "sh", "-c", count], capture_output=True, text=True, timeout=WAIT_S
+    )  # the timeout bounds a hang: a loop left running holds the output pipe open
     assert completed.returncode == 3
     assert int(completed.stdout) == 2 * len(os.sched_getaffinity(0))
     tag = re.search(r"tagged '(.+)'", completed.stderr).group(1)
@@ -147,14 +152,17 @@ def test_the_comment_job_alone_may_write_and_runs_only_the_base_commits_code():
         assert not {"workflow_run", "pull_request_target"} & set(workflow(path.name)["on"]), path.name
 
 
-def run_step(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """A step's script run by bash as GitHub runs it (-e, -o pipefail), with the runner's files in ``cwd``."""
+def run_step(
+    script: str, cwd: Path, env: dict[str, str], workdir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """A step's script run by bash as GitHub runs it (-e, -o pipefail), with the runner's files in ``cwd``, in
+    ``workdir`` (default: ``cwd``)."""
     names = ("RUNNER_TEMP", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY")
     files = {name: str(cwd / name.lower()) for name in names}
     (cwd / "runner_temp").mkdir(exist_ok=True)
     return subprocess.run(
         ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
-        cwd=cwd,
+        cwd=workdir or cwd,
         env={**os.environ, **files, **env},
         capture_output=True,
         text=True,
@@ -192,6 +200,253 @@ def test_the_comment_step_renders_every_runners_verdicts_from_the_base_checkout_
     assert completed.returncode == 0, completed.stderr
     comment = (tmp_path / "runner_temp" / "comment.md").read_text()
     assert comment.startswith(f"[The workflow run]({env['RUN_URL']})") and "### zvperf gate on `cpu-test-2c`" in comment
+
+
+# The ZipVoice gate: a reusable workflow a ZipVoice repository calls (docs/ci.md, "Gating a ZipVoice repository").
+ZIPVOICE_GATE = "zipvoice-gate.yml"
+ZIPVOICE_GATE_INPUTS = {
+    "zvperf-ref", "zvperf-repository", "runner", "device", "baselines-dir", "require-baseline", "weights",
+    "pytest-args", "allow-forks", "record-runs", "name", "timeout-minutes",
+}  # fmt: skip
+
+
+def zipvoice_gate_section() -> str:
+    page = (ROOT / "docs" / "ci.md").read_text()
+    return page.split("## Gating a ZipVoice repository", 1)[1].split("\n## ", 1)[0]
+
+
+def named_step(job: dict, name: str) -> dict:
+    (step,) = [step for step in job["steps"] if step.get("name") == name]
+    return step
+
+
+def test_the_zipvoice_gate_is_a_reusable_workflow_whose_inputs_are_documented():
+    gate = workflow(ZIPVOICE_GATE)
+    assert set(gate["on"]) == {"workflow_call"}
+    inputs = gate["on"]["workflow_call"]["inputs"]
+    assert set(inputs) == ZIPVOICE_GATE_INPUTS
+    assert all(len(spec["description"]) > 20 for spec in inputs.values())
+    assert [name for name, spec in inputs.items() if spec.get("required")] == ["zvperf-ref"]  # pinned, never defaulted
+    assert "self-hosted" in json.loads(inputs["runner"]["default"]) and inputs["device"]["default"] == "cuda"
+    assert inputs["require-baseline"]["default"] is True and inputs["weights"]["default"] == "synthetic"
+    section = zipvoice_gate_section()
+    assert [name for name in inputs if f"`{name}`" not in section] == []  # every input on the docs page
+
+
+def test_the_zipvoice_gate_checks_out_zvperf_pinned_and_the_pull_requests_base_and_head():
+    job = workflow(ZIPVOICE_GATE)["jobs"]["benchmark"]
+    checkouts = {
+        step["with"]["path"]: step for step in job["steps"] if str(step.get("uses", "")).startswith("actions/checkout")
+    }
+    assert set(checkouts) == {"zvperf-src", "zipvoice-base", "zipvoice-head"}
+    zvperf = checkouts["zvperf-src"]["with"]
+    assert zvperf["repository"] == "${{ inputs.zvperf-repository }}" and zvperf["ref"] == "${{ inputs.zvperf-ref }}"
+    assert checkouts["zipvoice-base"]["with"]["ref"] == "${{ github.event.pull_request.base.sha }}"
+    assert checkouts["zipvoice-base"]["if"] == "github.event_name == 'pull_request'"
+    assert checkouts["zipvoice-head"]["with"]["ref"] == "${{ github.event.pull_request.head.sha || github.sha }}"
+    assert not any("repository" in checkouts[path]["with"] for path in ("zipvoice-base", "zipvoice-head"))  # caller's
+    assert all(step["with"]["persist-credentials"] is False for step in checkouts.values())
+    env = job["env"]
+    assert env["ZIPVOICE_BASE"] == "${{ github.workspace }}/zipvoice-base"
+    assert env["ZIPVOICE_HEAD"] == "${{ github.workspace }}/zipvoice-head"
+    assert env["ZVPERF_SRC"] == "${{ github.workspace }}/zvperf-src"
+    # The inputs are checked before anything is fetched: the first step, no checkout before it.
+    assert job["steps"][0]["name"] == "Check the inputs"
+
+
+def test_the_zipvoice_gate_times_the_heads_official_rows_and_judges_them_against_the_base_commits_baselines():
+    job = workflow(ZIPVOICE_GATE)["jobs"]["benchmark"]
+    lines = run_lines(job)
+    commands = zvperf_commands(lines)
+    assert [c[0] for c in commands] == ["confirm", "comment", "baseline"]
+    confirm, comment, update = commands
+    assert confirm[1] == "results-1.json"
+    assert confirm[confirm.index("--baselines-dir") + 1] == "$ZIPVOICE_BASE/$BASELINES_DIR"  # never the head's
+    assert confirm[confirm.index("--head-baselines-dir") + 1] == "$ZIPVOICE_HEAD/$BASELINES_DIR"  # only named
+    assert confirm[confirm.index("--zipvoice-base") + 1] == "$ZIPVOICE_BASE"
+    assert confirm[confirm.index("--zipvoice-head") + 1] == "$ZIPVOICE_HEAD"
+    assert "--require-baseline" in confirm and confirm[confirm.index("--format") + 1] == "json"
+    assert job["env"]["REQUIRE_BASELINE"] == "${{ inputs.require-baseline && 'true' || '' }}"
+    # The head's rows timed by the installed suite, from the empty working folder, on the device asked for; the
+    # A/B runs measure the same, each side naming its own checkout.
+    (timed,) = [shlex.split(line) for line in lines if " -m pytest " in line]
+    assert timed[:8] == [
+        "$VENV/bin/python", "-m", "pytest", "--benchmark-only", "--pyargs", "zvperf.suite.benchmarks",
+        "-p", "no:cacheprovider",
+    ]  # fmt: skip
+    assert timed[timed.index("-k") : timed.index("-k") + 3] == ["-k", "official", "${args[@]}"]
+    assert "--zv-device=$DEVICE" in timed and "--zv-weights=$WEIGHTS" in timed
+    assert timed[-2:] == ["--benchmark-json=results-$run.json", "--zv-zipvoice=$ZIPVOICE_HEAD"]  # last: it wins
+    assert confirm[confirm.index("--") + 1 :] == timed[timed.index("-k") : -2]
+    timing = named_step(job, "Time the head's official rows")
+    assert timing["working-directory"] == "${{ runner.temp }}/gate"
+    assert named_step(job, "Judge against the base commit's baselines, then base and head A/B")["if"] == (
+        "${{ !cancelled() && github.event_name == 'pull_request' }}"
+    )
+    assert comment[1:] == ["gate.json", "--run-url", "$RUN_URL"]
+    assert update == ["baseline", "update", "results-*.json", "--baselines-dir", "baselines"]
+    # A fresh environment from the pinned checkout, with the extras the official code needs; caches in the job's
+    # temporary folder.
+    assert 'bash "$ZVPERF_SRC/.ci/gpu-venv" "$VENV" "$ZVPERF_SRC" gpu,zipvoice' in lines
+    assert 'bash "$ZVPERF_SRC/.ci/gpu-job-env" >> "$GITHUB_ENV"' in lines
+    (upload,) = [s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact")]
+    assert upload["with"]["name"] == "zvperf-${{ inputs.name }}"
+    assert "${{ runner.temp }}/gate/gate.json" in upload["with"]["path"].splitlines()
+
+
+def test_the_zipvoice_gate_keeps_forks_off_the_runner_and_its_comment_job_alone_may_write():
+    gate = workflow(ZIPVOICE_GATE)
+    benchmark, comment = gate["jobs"]["benchmark"], gate["jobs"]["comment"]
+    assert benchmark["runs-on"] == "${{ fromJSON(inputs.runner) }}"
+    assert benchmark["if"] == (
+        "github.event_name != 'pull_request' || inputs.allow-forks"
+        " || github.event.pull_request.head.repo.full_name == github.repository"
+    )
+    writers = {name for name, job in gate["jobs"].items() if "write" in job["permissions"].values()}
+    assert writers == {"comment"} and comment["permissions"] == {"pull-requests": "write"}
+    assert benchmark["permissions"] == {"contents": "read"} and gate["permissions"] == {}
+    assert comment["runs-on"] == "ubuntu-latest" and comment["needs"] == "benchmark"
+    assert "github.event.pull_request.head.repo.full_name == github.repository" in comment["if"]
+    # No checkout of the caller's code where the write permission is: zvperf at the pinned commit alone.
+    (checkout,) = [s for s in comment["steps"] if str(s.get("uses", "")).startswith("actions/checkout")]
+    assert checkout["with"]["ref"] == "${{ inputs.zvperf-ref }}"
+    assert checkout["with"]["repository"] == "${{ inputs.zvperf-repository }}"
+    assert "python3 -S -m zvperf comment" in step_running(comment, "zvperf comment")["run"]
+    sticky = comment["steps"][-1]
+    assert sticky["uses"].startswith("marocchino/sticky-pull-request-comment@")
+    assert sticky["with"] == {"header": "zvperf-${{ inputs.name }}", "path": "${{ runner.temp }}/comment.md"}
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
+def test_no_script_expands_an_expression(path: Path):
+    """Inputs and event texts reach a script as environment variables, never as text GitHub pastes into it."""
+    for name, job in workflow(path.name)["jobs"].items():
+        for step in job.get("steps", []):
+            assert "${{" not in step.get("run", ""), f"{name}: {step.get('name', step['run'][:40])}"
+
+
+def gate_inputs(tmp_path: Path, **overrides: str) -> subprocess.CompletedProcess[str]:
+    """The ZipVoice gate's input check, with the job's environment as a pull request with these inputs sets it."""
+    env = {
+        "EVENT": "pull_request",
+        "BASE_SHA": "b" * 40,
+        "ZVPERF_REF": "a" * 40,
+        "DEVICE": "cuda",
+        "BASELINES_DIR": "zvperf-baselines",
+        "RUNS": "1",
+        "PYTEST_ARGS": "",
+        **overrides,
+    }
+    check = named_step(workflow(ZIPVOICE_GATE)["jobs"]["benchmark"], "Check the inputs")
+    return run_step(check["run"], tmp_path, env)
+
+
+def test_the_zipvoice_gate_reads_pytest_args_as_words_never_as_shell_text(tmp_path: Path):
+    hostile = """-k 'official and distill' --zv-steps 4 "$(touch made-by-substitution)" ; touch made-by-command `id`"""
+    completed = gate_inputs(tmp_path, PYTEST_ARGS=hostile)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    words = (tmp_path / "runner_temp" / "pytest-args").read_bytes().split(b"\0")
+    assert words[-1] == b"" and [w.decode() for w in words[:-1]] == shlex.split(hostile)
+    # The timing step passes them on as they are, each one word, after -k official and before the gate's own.
+    venv = tmp_path / "venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "python").write_text('#!/bin/bash\nprintf "%s\\0" "$@" >> "$CALLS"\nprintf "\\n" >> "$CALLS"\n')
+    (venv / "python").chmod(0o755)
+    (tmp_path / "runner_temp" / "gate").mkdir()
+    timing = named_step(workflow(ZIPVOICE_GATE)["jobs"]["benchmark"], "Time the head's official rows")
+    env = {"VENV": str(tmp_path / "venv"), "CALLS": str(tmp_path / "calls"), "RUNS": "2", "DEVICE": "cpu"}
+    env |= {"WEIGHTS": "synthetic", "ZIPVOICE_HEAD": "/w/zipvoice-head"}
+    completed = run_step(timing["run"], tmp_path, env, workdir=tmp_path / "runner_temp" / "gate")
+    assert completed.returncode == 0, completed.stderr
+    calls = [call.split("\0") for call in (tmp_path / "calls").read_text().split("\0\n")[:-1]]
+    assert len(calls) == 2
+    for run, call in enumerate(calls, 1):
+        given = call[call.index("official") + 1 : call.index("--zv-device=cpu")]
+        assert given == shlex.split(hostile)
+        assert call[-2:] == [f"--benchmark-json=results-{run}.json", "--zv-zipvoice=/w/zipvoice-head"]
+    assert not list(tmp_path.rglob("made-by-*"))
+
+
+@pytest.mark.parametrize(
+    ("inputs", "said"),
+    [
+        ({"ZVPERF_REF": "v1.0.0"}, "zvperf-ref 'v1.0.0' is not a full commit SHA"),
+        ({"ZVPERF_REF": "A" * 40}, "is not a full commit SHA"),
+        ({"EVENT": "pull_request_target"}, "called from a pull_request_target workflow"),
+        ({"BASE_SHA": ""}, "a pull_request event without its base commit"),
+        ({"DEVICE": "auto"}, "device 'auto' is not cuda or cpu"),
+        ({"BASELINES_DIR": "../elsewhere"}, "baselines-dir '../elsewhere' is not a folder inside the repository"),
+        ({"BASELINES_DIR": "/etc"}, "is not a folder inside the repository"),
+        ({"RUNS": "0"}, "record-runs '0' is not a whole number of runs"),
+        ({"PYTEST_ARGS": "-k 'official"}, "pytest-args cannot be split into words: No closing quotation"),
+    ],
+)
+def test_the_zipvoice_gate_refuses_inputs_it_cannot_trust_before_fetching_anything(
+    tmp_path: Path, inputs: dict[str, str], said: str
+):
+    completed = gate_inputs(tmp_path, **inputs)
+    assert completed.returncode == 1 and "::error::zipvoice-gate: " in completed.stdout and said in completed.stdout
+    assert not (tmp_path / "runner_temp" / "pytest-args").exists()
+
+
+def test_the_zipvoice_gate_records_outside_pull_requests(tmp_path: Path):
+    completed = gate_inputs(tmp_path, EVENT="workflow_dispatch", BASE_SHA="", RUNS="3")
+    assert completed.returncode == 0, completed.stdout
+    job = workflow(ZIPVOICE_GATE)["jobs"]["benchmark"]
+    assert job["env"]["RUNS"] == "${{ github.event_name == 'pull_request' && 1 || inputs.record-runs }}"
+    record = named_step(job, "The runs merged into the baselines folder")
+    assert record["if"] == "github.event_name != 'pull_request'"
+    # The repository's folder as this commit has it, this runner's file merged in: what a person commits.
+    head = tmp_path / "zipvoice-head"
+    (head / "zvperf-baselines").mkdir(parents=True)
+    (head / "zvperf-baselines" / "gate.toml").write_text("threshold = 0.1\n")
+    gate = tmp_path / "runner_temp" / "gate"
+    gate.mkdir(parents=True)
+    for run in (1, 2):
+        write_results(gate / f"results-{run}.json", [bench("a-1step", spread_rounds(0.1))])
+    env = {"VENV": str(tmp_path / "venv"), "ZIPVOICE_HEAD": str(head), "BASELINES_DIR": "zvperf-baselines", "RUNS": "2"}
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    (tmp_path / "venv" / "bin" / "zvperf").symlink_to(shutil.which("zvperf"))
+    completed = run_step(record["run"], tmp_path, env, workdir=gate)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert (gate / "baselines" / "gate.toml").read_text() == "threshold = 0.1\n"
+    assert sorted(p.name for p in (gate / "baselines").iterdir()) == ["cpu-test-2c.json", "gate.toml"]  # no lock
+    assert "copy it over the folder in a" in (tmp_path / "github_step_summary").read_text()
+
+
+def test_the_zipvoice_gate_comment_renders_the_verdict_from_zvperf_alone_or_says_there_is_none(tmp_path: Path, capsys):
+    script = step_running(workflow(ZIPVOICE_GATE)["jobs"]["comment"], "zvperf comment")["run"]
+    env = {"RUN_URL": "https://github.com/o/zipvoice/actions/runs/7", "ZVPERF_SRC": str(ROOT)}
+    assert run_step(script, tmp_path, env).returncode == 0
+    said = (tmp_path / "runner_temp" / "comment.md").read_text()
+    assert said.startswith("No zvperf verdict in [this run](https://github.com/o/zipvoice/actions/runs/7)")
+    (tmp_path / "runner_temp" / "gate").mkdir()
+    (tmp_path / "runner_temp" / "gate" / "gate.json").write_text("")  # zvperf confirm stopped before writing
+    assert run_step(script, tmp_path, env).returncode == 0
+    assert (tmp_path / "runner_temp" / "comment.md").read_text() == said
+    results = write_results(tmp_path / "r.json", [bench("a-1step", spread_rounds(0.1))])
+    main(["compare", str(results.path), "--baselines-dir", str(tmp_path / "none"), "--format", "json"])
+    (tmp_path / "runner_temp" / "gate" / "gate.json").write_text(capsys.readouterr().out)
+    completed = run_step(script, tmp_path, env)
+    assert completed.returncode == 0, completed.stderr
+    comment = (tmp_path / "runner_temp" / "comment.md").read_text()
+    assert comment.startswith(f"[The workflow run]({env['RUN_URL']})") and "### zvperf gate on `cpu-test-2c`" in comment
+
+
+def test_the_caller_yaml_in_the_docs_calls_the_zipvoice_gate_with_inputs_it_declares():
+    block = re.search(r"```yaml\n(.*?)```", zipvoice_gate_section(), re.DOTALL)
+    assert block, "docs/ci.md: no caller YAML under Gating a ZipVoice repository"
+    caller = yaml.safe_load(block.group(1))
+    triggers = caller.pop(True, caller.get("on"))
+    assert "pull_request" in triggers and "pull_request_target" not in triggers
+    assert caller["permissions"] == {}
+    (job,) = caller["jobs"].values()
+    where, _, ref = job["uses"].partition("@")
+    assert re.fullmatch(r"[\w.-]+/zvperf/\.github/workflows/zipvoice-gate\.yml", where)
+    declared = workflow(ZIPVOICE_GATE)["on"]["workflow_call"]["inputs"]
+    assert set(job["with"]) <= set(declared) and job["with"]["zvperf-ref"] == ref  # the same zvperf commit
+    assert job["permissions"] == {"contents": "read", "pull-requests": "write"}  # what the gate's jobs ask for
+    assert "secrets" not in job
 
 
 def test_docs_only_changes_skip_the_gpus():
@@ -232,6 +487,16 @@ def test_gpu_runs_queue_on_their_runner_and_no_workflow_cancels_anothers_runs():
             {"group": "gpu-gate-${{ github.event.pull_request.number || github.ref }}", "cancel-in-progress": True},
         )
     ]  # a new push cancels its pull request's superseded run, nothing else
+    assert groups["zipvoice-gate.yml"] == [
+        (
+            "workflow",
+            {
+                "group": "zvperf-zipvoice-gate-${{ github.workflow }}-${{ inputs.name }}-"
+                "${{ github.event.pull_request.number || github.run_id }}",
+                "cancel-in-progress": True,
+            },
+        )
+    ]  # the calling workflow's gate of that name on that pull request; a run that is not a pull request's alone
     for name in ("baseline-update.yml", "history.yml", "gpu-record.yml"):
         assert groups[name] == [], name  # queued, every one of them
 
@@ -327,7 +592,8 @@ def test_workflows_hold_the_shared_runner_rules(path: Path):
                 assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", uses), f"{name}: {uses} is not pinned to a commit"
             if str(uses).startswith("actions/checkout"):
                 assert step["with"]["persist-credentials"] is False, name
-        if "self-hosted" in str(job["runs-on"]) or "matrix.runner.labels" in str(job["runs-on"]):
+        runs_on = str(job["runs-on"])  # a label set from a matrix or an input may name a self-hosted runner
+        if "self-hosted" in runs_on or "matrix.runner.labels" in runs_on or "inputs.runner" in runs_on:
             guard = str(job.get("if", ""))
             assert "head.repo.full_name == github.repository" in guard or "refs/heads/main" in guard, name
             assert "concurrency" not in job  # the runner queues its jobs; a group would cancel pending ones

@@ -3,6 +3,9 @@ counter on the real model, and the attainable GEMM rate measured per run."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -82,6 +85,8 @@ def test_every_solver_row_reports_its_flop_rate_and_fraction_of_the_measured_gem
         assert info["flops"] == solve_flops(config, 100, info["batch"], [False, False], True)
         assert info["flop_rate"] == pytest.approx(info["flops"] / bench["stats"]["median"])
         assert info["gemm_efficiency"] == pytest.approx(info["flop_rate"] / gemm["flop_rate"])
+        assert info["attainable_flop_rate"] == gemm["flop_rate"]  # the limit this process measured, with the row
+        assert "peak_efficiency" not in info  # a CPU has no peak figure
     result.stdout.fnmatch_lines(
         ["configuration*RTF*GFLOP/s*of GEMM peak*", "zipvoice_distill-2step-torch-fp32-100f *%*"]
     )
@@ -110,3 +115,75 @@ def test_the_attainable_rate_is_the_best_implementation_and_a_failing_one_is_rec
     assert measured["failed"] == {"broken": "RuntimeError: no kernel for this shape"}
     assert measured["flop_rate"] == max(measured["rates"].values()) > 0
     assert gemm.attainable_rate(tiny_config(), "cuda", "int8") is None  # no int8 implementation on CUDA
+
+
+def test_the_dense_peak_comes_from_the_architecture_sm_count_and_clock():
+    from zvperf.suite.gemm import peak_rate
+
+    h100 = peak_rate((9, 0), 132, 1980, "fp16")
+    assert h100 is not None and h100["flop_rate"] == pytest.approx(4096 * 132 * 1.98e9)  # about 1.07 PFLOP/s
+    assert "4096 FLOP/clock/SM x 132 SMs x 1980 MHz" in h100["how"]
+    a100 = peak_rate((8, 0), 108, 1410, "fp32")
+    assert a100 is not None and a100["flop_rate"] == pytest.approx(19.5e12, rel=0.01)  # the whitepaper's figure
+    assert peak_rate((8, 9), 128, 2520, "fp16") is None  # no figure claimed for consumer/data-centre mixes
+    assert peak_rate((9, 0), 132, None, "fp16") is None  # NVML could not give the clock
+
+
+@pytest.mark.parametrize(
+    ("efficiency", "peak", "flags"),
+    [
+        (0.9, 0.3, ()),
+        (1.3, 0.4, ("over-limit: 130% of the attainable GEMM rate: the limit or the FLOP count is wrong",)),
+        (0.9, 1.02, ("over-limit: 102% of the dense peak: the limit or the FLOP count is wrong",)),
+    ],
+)
+def test_a_rate_above_the_machines_limit_is_flagged_never_read(efficiency, peak, flags):
+    """The H100 run measured its limit on the host's clock, one call at a time: its rows came out at 130-220%."""
+    from tests.gate_data import bench, write_results
+    from zvperf.results import sanity
+
+    row = bench("zipvoice_distill-4step-cudagraph-fp16", [0.1] * 5, gemm_efficiency=efficiency, peak_efficiency=peak)
+    (result,) = write_results(Path(tempfile.mkdtemp()) / "r.json", [row]).results
+    sanity.check([result])
+    assert result.flags == flags
+
+
+def test_the_committed_h100_rows_above_their_limit_are_flagged():
+    from zvperf.results import sanity
+    from zvperf.results.schema import load_results
+
+    results = load_results(Path(__file__).parents[1] / "reports" / "nvidia-h100-80gb-hbm3" / "results.json").results
+    sanity.check(results)
+    above = [r for r in results if (r.facts.gemm_efficiency or 0) > 1]
+    assert above and all(any(f.startswith("over-limit: ") for f in r.flags) for r in above)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_the_attainable_rate_is_the_devices_and_below_its_peak():
+    """Timed back to back between CUDA events: a decoder-shaped product repeated in a CUDA graph reaches at most
+    that rate, and the rate stays under the chip's dense peak where the table has one."""
+    from zvperf.engine.config import ModelConfig
+    from zvperf.suite.gemm import attainable_rate
+
+    measured = attainable_rate(ModelConfig(), "cuda", "fp16")
+    assert measured is not None
+    peak = measured["peak"]
+    if peak is not None:
+        assert measured["flop_rate"] < peak["flop_rate"]
+    x = torch.randn(1, 1800, 1024, device="cuda", dtype=torch.float16)
+    w = torch.randn(1024, 1024, device="cuda", dtype=torch.float16)
+    graph = torch.cuda.CUDAGraph()
+    torch.nn.functional.linear(x, w)
+    torch.cuda.synchronize()
+    with torch.cuda.graph(graph):
+        for _ in range(50):
+            torch.nn.functional.linear(x, w)
+    graph.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    graph.replay()
+    end.record()
+    end.synchronize()
+    rate = 50 * 2 * 1800 * 1024 * 1024 / (start.elapsed_time(end) / 1e3)
+    assert rate <= 1.25 * measured["rates"]["torch"]  # one shape may beat the mix of shapes, not by far

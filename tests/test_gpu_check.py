@@ -122,7 +122,8 @@ def test_every_gpu_backend_and_precision_gets_a_conformance_step(tmp_path):
     runner = check(tmp_path)
     runner._conformance()
     names = [step.name for step in runner.steps]
-    assert len(names) == 15 and "conform ort-trt fp16" in names and "conform compile bf16" in names
+    assert len(names) == 21 and "conform ort-trt fp16" in names and "conform compile bf16" in names
+    assert {"conform fused fp16", "conform fused-graph bf16"} <= set(names)
     assert "conform trt bf16" not in names  # what a backend does not have is not asked of it
     assert all(step.status == "skipped" and "no CUDA device" in step.detail for step in runner.steps)
 

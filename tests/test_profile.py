@@ -30,6 +30,8 @@ def tiny_dir(tmp_path_factory):
         Combo("zipvoice", 16, "torch", "bf16"),
         Combo("zipvoice_distill", 2, "ort-int8", "int8", 1000, 4),
         Combo("zipvoice", 8, "official", "fp32", None, 2),
+        Combo("zipvoice_distill", 4, "official-onnx", "int8"),
+        Combo("zipvoice", 16, "official-trt", "fp16", 1000),
     ],
     ids=lambda c: c.id,
 )
@@ -101,3 +103,33 @@ def test_an_onnx_runtime_backend_is_profiled_by_its_own_profiler(capsys, tiny_di
     # Only the profiled solve is counted (its warm-up ran on the same sessions): twice the steps, twice the calls.
     shared = calls[1].keys() & calls[2].keys()
     assert "MatMul" in shared and all(calls[2][name] == 2 * calls[1][name] for name in shared)
+
+
+def test_cuda_kernels_are_counted_per_decoder_step_by_class():
+    """Kernel names in the patterns of cuBLAS and CUTLASS products, PyTorch's elementwise, copy and reduction
+    templates, its depthwise convolution and Triton's fused kernels (written from those libraries' naming, not read
+    from a GPU: the first GPU check shows the real ones)."""
+    from zvperf.suite.profiling import Profile, kernel_class, kernel_classes
+
+    names = {
+        "sm90_xmma_gemm_f16f16_f16f32_f32_tn_n_tilesize128x128x64": "matrix products",
+        "void cutlass::Kernel2<cutlass_80_wmma_tensorop_f16_s161616gemm_f16>": "matrix products",
+        "void at::native::vectorized_elementwise_kernel<4, CUDAFunctor_add<c10::Half>>": "elementwise",
+        "void at::native::unrolled_elementwise_kernel<direct_copy_kernel_cuda>": "copies and casts",
+        "void at::native::reduce_kernel<512, 1, ReduceOp<float, MeanOps<float, float>>>": "norm, softmax, reduction",
+        "void (anonymous namespace)::cunn_SoftMaxForward<4, float, float, float>": "norm, softmax, reduction",
+        "void at::native::conv_depthwise2d_forward_kernel<1, c10::Half, int>": "convolution",
+        "triton_poi_fused_add_mul_softplus_sub_0": "elementwise",
+        "triton_red_fused_mean_pow_rsqrt_sub_1": "norm, softmax, reduction",
+    }
+    assert {name: kernel_class(name) for name in names} == names
+    classes = kernel_classes([(name, 1e-5) for name in names] * 4)  # a 4-step solve
+    assert [(c.name, c.kernels) for c in classes] == [
+        ("matrix products", 8), ("convolution", 4), ("norm, softmax, reduction", 12), ("copies and casts", 4),
+        ("elementwise", 8),
+    ]  # fmt: skip
+    profile = Profile(parse_combo("zipvoice_distill-4step-torch-fp16"), "cuda", "torch.profiler", 0.01, [], classes, 4)
+    lines = profile.kernel_lines()
+    assert lines[1] == "device kernels: 36 in the solve, 9 per decoder step"
+    assert any(line.startswith("elementwise") and " 2 " in line and "22.2%" in line for line in lines)
+    assert Profile(profile.combo, "cpu", "torch.profiler", 0.01, []).kernel_lines() == []  # a CPU run has none

@@ -41,7 +41,7 @@ class CheckoutBackend(Backend, Protocol):
 
     runs_checkout: bool
 
-    def load(self, model_name: str, weights: str, device: str) -> Any:
+    def load(self, model_name: str, weights: str, device: str, precision: str) -> Any:
         """The checkout's objects for ``weights`` (an ``OfficialRun``), built outside timing."""
 
 

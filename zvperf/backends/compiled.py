@@ -1,9 +1,10 @@
 """compile: the decoder step through torch.compile (Inductor), one compiled graph per kind of step.
 
-The step is compiled dynamic in frames and batch: one graph serves every length a benchmark times (a
-batch of one and larger batches are two). Compilation happens on the first call of a new graph; the
-benchmark's warm-up rounds absorb it and the cold-start benchmark measures it. Past dynamo's recompile
-limit torch.compile would quietly run the step eagerly; here that is an error that says so.
+The step is compiled dynamic in frames and batch: one graph serves every length and every step a benchmark times
+(a batch of one and larger batches are two; tests/test_backends.py counts the compilations). Compilation happens
+on the first call of a new graph; the benchmark's warm-up rounds absorb it and the cold-start benchmark measures
+it. Past dynamo's recompile limit torch.compile would quietly run the step eagerly; here that is an error that
+says so.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.fx.experimental._config as fx_config
 
 from zvperf.backends.stepping import StepFunction, StepSolver
 from zvperf.engine.device import cpu_half_missing
@@ -32,7 +34,12 @@ class CompiledSolver(StepSolver):
 
     def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         try:
-            with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+            # Without duck shaping: a frame count equal to a fixed size of the model (100 frames, the 100 feature
+            # channels) was given that size's symbol, specialised to it, and the next length compiled again.
+            with (
+                torch._dynamo.config.patch(fail_on_recompile_limit_hit=True),
+                fx_config.patch(use_duck_shape=False),  # type: ignore[attr-defined]  # installed at import
+            ):
                 return super().__call__(*args, **kwargs)
         except torch._dynamo.exc.FailOnRecompileLimitHit as exc:
             limit = torch._dynamo.config.recompile_limit

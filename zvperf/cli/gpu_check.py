@@ -37,7 +37,7 @@ from zvperf.files import write_atomic
 from zvperf.processes import not_stopped, stop_group
 
 NO_GPU_EXIT = 3
-GPU_BACKENDS = ("torch", "compile", "cudagraph", "ort-cuda", "ort-trt", "trt")
+GPU_BACKENDS = ("torch", "compile", "cudagraph", "fused", "fused-graph", "ort-cuda", "ort-trt", "trt")
 PRECISIONS = ("fp32", "fp16", "bf16")
 FRAMES = 1800
 # zipvoice_distill at 4 steps and zipvoice at 16 (-k keeps those two of the four model x step pairs).
@@ -47,7 +47,10 @@ SOLVER_ROWS = "solver and (zipvoice_distill-4step or zipvoice-16step)"
 # 8 minutes for installing.
 BUDGET_S = 450
 CONFORM_PHASE_S = 120  # all conformance processes together
-SUITE_LIMIT_S = {"torch": 75, "cudagraph": 75, "ort-cuda": 75, "compile": 150, "trt": 150, "ort-trt": 150}
+SUITE_LIMIT_S = {
+    "torch": 75, "cudagraph": 75, "fused": 75, "fused-graph": 75, "ort-cuda": 75,
+    "compile": 150, "trt": 150, "ort-trt": 150,
+}  # fmt: skip
 GUIDE_LIMIT_S = 120
 FINISH_S = 30  # kept back for the gate, the report and the summary
 MIN_STEP_S = 5  # a step with less time than this left is not started
@@ -141,7 +144,7 @@ class Check:
         backends = self.args.backends
         self._conformance()
         # The quick backends first, then those that compile or build engines of the full-size model.
-        parts = [self._suite(b) for b in ("torch", "cudagraph", "ort-cuda") if b in backends]
+        parts = [self._suite(b) for b in ("torch", "cudagraph", "fused", "fused-graph", "ort-cuda") if b in backends]
         parts += [self._guide()] if "torch" in backends else []
         parts += [self._suite(b) for b in ("compile", "trt", "ort-trt") if b in backends]
         results = self._merge([p for p in parts if p is not None])

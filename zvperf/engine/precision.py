@@ -37,7 +37,11 @@ TOLERANCES: dict[str, dict[str, float]] = {
     # an AVX2 CPU whose int8 kernel saturates 16-bit pair sums, which the 7-bit weights avoid. The bound, between
     # 2x and 3x the largest of these, catches that saturation and broken kernels, not lost quality: listen before
     # shipping int8.
-    "int8": {"text_condition": 1e-4, "fm_velocity": 1e-4, "x1": 2e-1},
+    # The official ONNX export quantises its text encoder too (int8 MatMul weights): its text condition measured
+    # 1.3e-2 and 1.4e-2 on the tiny zipvoice_distill and zipvoice and 1.4e-2 on the full-size zipvoice_distill
+    # (synthetic weights, a Xeon with VNNI), its x1 at 2 steps 1.1e-2, 2.0e-2 and 1.4e-2; the bound is 3.5x the
+    # largest text condition.
+    "int8": {"text_condition": 1e-4, "quantised_text_condition": 5e-2, "fm_velocity": 1e-4, "x1": 2e-1},
 }
 
 

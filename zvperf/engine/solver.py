@@ -14,6 +14,8 @@ from typing import Protocol
 
 import torch
 
+from zvperf.engine.audio import FRAMES_PER_SECOND
+
 
 @functools.lru_cache(maxsize=128)
 def time_schedule(num_step: int, t_shift: float, t_start: float = 0.0, t_end: float = 1.0) -> tuple[float, ...]:
@@ -80,3 +82,37 @@ class Solver(Protocol):
 def nfe(steps: list[Step]) -> int:
     """Decoder evaluations per utterance, counting the doubled batch of a guided step twice."""
     return sum(2 if step.guidance else 1 for step in steps)
+
+
+@dataclasses.dataclass
+class SolverInputs:
+    """Everything the ODE solve takes, prepared: the solver benchmark times the loop alone."""
+
+    x0: torch.Tensor
+    text_condition: torch.Tensor
+    speech_condition: torch.Tensor
+    padding_mask: torch.Tensor | None  # None: no utterance is padded
+    text_ids: list[int]
+    prompt_ids: list[int]
+    prompt_frames: int
+    own_length: bool  # laid out by the ratio rule at the text's own length (not stretched to a fixed length)
+
+    @property
+    def frames(self) -> int:
+        return self.x0.shape[1]
+
+    @property
+    def generated_frames(self) -> int:
+        return self.frames - self.prompt_frames
+
+    @property
+    def batch(self) -> int:
+        return self.x0.shape[0]
+
+    @property
+    def audio_seconds(self) -> float:
+        """Speech produced by one solve, all utterances of the batch together."""
+        return self.batch * self.generated_frames / FRAMES_PER_SECOND
+
+    def solver_args(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        return self.x0, self.text_condition, self.speech_condition, self.padding_mask

@@ -212,6 +212,8 @@ def gemm_rates(section: Section) -> list[dict[str, Any]]:
                     "rates": ", ".join(f"{name} {gflops(value)}" for name, value in rate["rates"].items()),
                     "frames": rate.get("frames"),
                     "threads": rate.get("threads"),
+                    "peak": gflops(rate["peak"]["flop_rate"]) if rate.get("peak") else None,
+                    "peak_how": rate["peak"]["how"] if rate.get("peak") else None,
                     "file": results_file.path.name if len(measured) > 1 else None,
                 }
             )
@@ -228,12 +230,14 @@ def efficiency(section: Section) -> dict[str, Any]:
             "gflop": _number(row.solver.facts.flops / 1e9 if row.solver.facts.flops else None, 1),
             "gflops": gflops(row.solver.facts.flop_rate),
             "efficiency": percent(row.solver.facts.gemm_efficiency),
+            "peak": percent(row.solver.facts.peak_efficiency),
             "error": "-" if row.solver.facts.verified_error is None else f"{row.solver.facts.verified_error:.1e}",
         }
         for row in section.rows
         if row.solver
     ]
-    return {"rows": rows, "measured": any(row["gflops"] != "-" for row in rows)}
+    measured = any(row["gflops"] != "-" for row in rows)
+    return {"rows": rows, "measured": measured, "peak": any(row["peak"] != "-" for row in rows)}
 
 
 def _flag_marks(section: Section) -> dict[str, int]:

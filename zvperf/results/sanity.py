@@ -6,6 +6,8 @@
 * ``non-monotonic``: more decoder evaluations took less time than fewer did.
 * ``noisy``: the rounds' IQR is more than 10% of their median (torch.utils.benchmark's warning level).
 * ``throttled``: the GPU reported a slowing clock event (power cap, thermal, hardware slowdown).
+* ``over-limit``: the solver's FLOP rate is above the machine's attainable GEMM rate or the chip's dense peak:
+  impossible, so the limit (or the FLOP count) was measured wrong, and the efficiency must not be read.
 """
 
 from __future__ import annotations
@@ -22,8 +24,12 @@ NFE_OUTLIER_RATIO = 1.5
 def check(results: list[Result]) -> None:
     """Add sanity flags to each result's facts."""
     for result in results:
+        f = result.facts
         if result.data and len(result.data) >= 3 and result.spread > SPREAD_LIMIT:
             result.flag("noisy", f"IQR is {result.spread:.0%} of the median (limit {SPREAD_LIMIT:.0%})")
+        for name, value in (("attainable GEMM rate", f.gemm_efficiency), ("dense peak", f.peak_efficiency)):
+            if value is not None and value > 1.0:
+                result.flag("over-limit", f"{value:.0%} of the {name}: the limit or the FLOP count is wrong")
         if result.throttled:
             reasons = ", ".join(result.facts.gpu_telemetry.get("clock_event_reasons", []))
             result.flag("throttled", f"the GPU slowed its clocks during the run ({reasons})")

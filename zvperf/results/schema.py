@@ -64,6 +64,8 @@ class BenchmarkFacts:
     flops: float | None = None  # solver: matrix-product FLOPs of one call (zvperf.engine.flops)
     flop_rate: float | None = None  # solver: flops / median seconds
     gemm_efficiency: float | None = None  # solver: flop_rate / the machine's attainable GEMM rate in this precision
+    attainable_flop_rate: float | None = None  # solver: that attainable rate, as the process that timed it measured it
+    peak_efficiency: float | None = None  # solver on CUDA: flop_rate / the chip's dense peak in this precision
     stages_ms: Mapping[str, float] | None = None  # e2e: median milliseconds per pipeline stage
     chunks: int | None = None  # e2e: text chunks synthesised
     phases_s: Mapping[str, float] | None = None  # cold_start: import, load, first call

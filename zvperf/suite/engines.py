@@ -10,50 +10,17 @@ import torch
 
 from zvperf.backends import CheckoutBackend, check_runnable, get_backend, own_allocator
 from zvperf.backends.official import OfficialRun
-from zvperf.engine import audio
 from zvperf.engine.device import on_engine_stream, synchronize
 from zvperf.engine.models import ZipVoice, speech_condition_from_prompt
 from zvperf.engine.pipeline import Synthesizer
 from zvperf.engine.precision import TOLERANCES, relative_error
+from zvperf.engine.solver import SolverInputs
 from zvperf.engine.weights import load_weights
 from zvperf.suite.matrix import Config
 from zvperf.suite.options import BenchOptions
 
 NOISE_SEED = 1234
 SYNTHESIS_SEED = 666  # the official inference script's default --seed (and zvperf synth's)
-
-
-@dataclasses.dataclass
-class SolverInputs:
-    """Everything the ODE solve takes, prepared: the solver benchmark times the loop alone."""
-
-    x0: torch.Tensor
-    text_condition: torch.Tensor
-    speech_condition: torch.Tensor
-    padding_mask: torch.Tensor | None  # None: no utterance is padded
-    text_ids: list[int]
-    prompt_ids: list[int]
-    prompt_frames: int
-
-    @property
-    def frames(self) -> int:
-        return self.x0.shape[1]
-
-    @property
-    def generated_frames(self) -> int:
-        return self.frames - self.prompt_frames
-
-    @property
-    def batch(self) -> int:
-        return self.x0.shape[0]
-
-    @property
-    def audio_seconds(self) -> float:
-        """Speech produced by one solve, all utterances of the batch together."""
-        return self.batch * self.generated_frames / audio.FRAMES_PER_SECOND
-
-    def solver_args(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        return self.x0, self.text_condition, self.speech_condition, self.padding_mask
 
 
 class VerificationError(Exception):
@@ -83,14 +50,13 @@ class Engine:
         with on_engine_stream(options.device):
             self.synthesizer = Synthesizer(self.weights, options.device, config.precision)
             if isinstance(backend, CheckoutBackend):
-                self.official = backend.load(config.model, options.weights, options.device)
-                solver = self.official.solver
+                self.official = backend.load(config.model, options.weights, options.device, config.precision)
             else:
-                solver = backend.prepare(self.synthesizer.model, options.device, config.precision)
-            self.synthesizer.solver = solver
+                self.synthesizer.solver = backend.prepare(self.synthesizer.model, options.device, config.precision)
             # The reference is the model's own fp32 eager solve; anything else (torch's oneDNN path included) is
             # checked against it.
-            is_reference = config.precision == "fp32" and solver == self.synthesizer.model.solve
+            ours = self.synthesizer.solver
+            is_reference = self.official is None and config.precision == "fp32" and ours == self.synthesizer.model.solve
             self.reference = None if is_reference else reference.to(options.device).float()
             self.prompt = self.synthesizer.prepare_prompt(options.prompt_wav, options.prompt_text)
         self._inputs: dict[tuple[int | None, int], SolverInputs] = {}
@@ -128,10 +94,13 @@ class Engine:
             )
             generator = torch.Generator(self.options.device).manual_seed(NOISE_SEED)
             x0 = torch.randn(cond.frames.shape, generator=generator, device=self.options.device).to(synth.dtype)
-        return SolverInputs(x0, cond.frames, speech, cond.mask, text_ids, prompt_ids, prompt_frames)
+        return SolverInputs(x0, cond.frames, speech, cond.mask, text_ids, prompt_ids, prompt_frames, frames is None)
 
     def solve(self, inputs: SolverInputs, num_step: int) -> torch.Tensor:
-        return self.synthesizer.solver(*inputs.solver_args(), num_step, self.model.default_guidance_scale, 0.5)
+        scale = self.model.default_guidance_scale
+        if self.official is not None:  # the checkout's own solve (what its solver row times)
+            return self.official.solve_call(inputs, num_step, scale)()
+        return self.synthesizer.solver(*inputs.solver_args(), num_step, scale, 0.5)
 
     def verify(self, frames: int | None, batch: int, num_step: int) -> float | None:
         """Compare this backend's solve with the fp32 torch reference on the same inputs (once per shape):
@@ -141,14 +110,17 @@ class Engine:
         key = (frames, batch)
         if key not in self._verified:
             inputs = self.solver_inputs(frames, batch)
+            scale = self.model.default_guidance_scale
             with torch.inference_mode(), on_engine_stream(self.options.device):
-                ours = self.solve(inputs, num_step)
+                if self.official is not None:  # x1 from its first frame on (a path may return the generated part)
+                    ours, start = self.official.solved(inputs, num_step, scale, NOISE_SEED)
+                else:
+                    ours, start = self.solve(inputs, num_step), 0
                 x0, text, speech = (t.float() for t in inputs.solver_args()[:3])
-                reference = self.reference.solve(
-                    x0, text, speech, inputs.padding_mask, num_step, self.model.default_guidance_scale
-                )
+                reference = self.reference.solve(x0, text, speech, inputs.padding_mask, num_step, scale)[:, start:]
                 synchronize(self.options.device)
-            valid = None if inputs.padding_mask is None else ~inputs.padding_mask[..., None].expand_as(reference)
+            mask = inputs.padding_mask
+            valid = None if mask is None else ~mask[:, start:, None].expand_as(reference)
             what = f"x1 ({num_step} steps, {inputs.frames} frames)"
             self._verified[key] = self.compare(what, ours, reference, TOLERANCES[self.config.precision]["x1"], valid)
         return self._verified[key]

@@ -16,6 +16,12 @@ Implementations, by device and precision (each where it runs; one that fails is 
 * CPU bf16, fp16: ``torch`` (F.linear: oneDNN) and ``onednn`` (packed weights);
 * CPU int8: ``onnxruntime-int8`` (the ort-int8 backend's dynamically quantised MatMul: a rate of int8 operations);
 * CUDA fp32 (TF32 off, as the fp32 rows run), fp16, bf16: ``torch`` (F.linear: cuBLAS).
+
+On CUDA each shape's product runs ``DEVICE_LOOP`` times back to back between two CUDA events, so the rate is the
+device's: one call between the host's clock and a synchronisation timed the host's dispatch, and the H100's rows
+came out at 130-220% of such a "limit". Beside it stands the chip's dense peak in the precision, from its
+compute capability, SM count and maximum SM clock (``peak_rate``): the attainable rate is what the decoder's
+shapes reach one product at a time, the peak what the chip could do at best.
 """
 
 from __future__ import annotations
@@ -39,6 +45,17 @@ from zvperf.engine.precision import DTYPES
 
 ATTAINABLE_FRAMES = 1800  # the decoder length the shapes are taken at (batch 1)
 REPEATS = 3  # timed calls per shape after one warm-up; the fastest counts (the machine's limit, not its noise)
+DEVICE_LOOP = 20  # products back to back per CUDA timing: enough that the launch of the first hides behind the rest
+
+# Dense FLOPs per clock per SM by compute capability: the tensor cores for fp16 and bf16 (with fp32 accumulation, as
+# cuBLAS runs torch's half-precision products) and the FP32 lanes for fp32 (TF32 off, as the fp32 rows run). From
+# NVIDIA's A100 and H100 whitepapers (A100: 312 TFLOP/s fp16 = 108 SMs x 1.41 GHz x 2048; H100 SXM: 989 TFLOP/s =
+# 132 x 1.83 GHz x 4096). Other architectures' figures differ between their data-centre and consumer parts: no
+# peak is claimed for them.
+DENSE_FLOP_PER_CLOCK_PER_SM: dict[tuple[int, int], dict[str, int]] = {
+    (8, 0): {"fp16": 2048, "bf16": 2048, "fp32": 128},
+    (9, 0): {"fp16": 4096, "bf16": 4096, "fp32": 256},
+}
 
 # A method makes, for one product shape, a zero-argument call that computes it.
 Method = Callable[[Linear], Callable[[], Any]]
@@ -115,7 +132,25 @@ def methods(device: str, precision: str) -> dict[str, Method]:
     return found
 
 
+def _fastest_on_device(call: Callable[[], Any]) -> float:
+    """Seconds per call of ``DEVICE_LOOP`` calls queued back to back, by CUDA events (the fastest of REPEATS)."""
+    call()
+    torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(REPEATS):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(DEVICE_LOOP):
+            call()
+        end.record()
+        end.synchronize()
+        best = min(best, start.elapsed_time(end) / 1e3 / DEVICE_LOOP)
+    return best
+
+
 def _fastest(call: Callable[[], Any], device: str) -> float:
+    if device == "cuda":
+        return _fastest_on_device(call)
     call()
     synchronize(device)
     best = float("inf")
@@ -125,6 +160,36 @@ def _fastest(call: Callable[[], Any], device: str) -> float:
         synchronize(device)
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def peak_rate(
+    capability: tuple[int, int], sm_count: int, max_clock_mhz: float | None, precision: str
+) -> dict[str, Any] | None:
+    """The chip's dense peak FLOP rate in ``precision`` (and how it was computed), or None where the table has no
+    figure for the architecture or the clock is unknown."""
+    per_sm = DENSE_FLOP_PER_CLOCK_PER_SM.get(capability, {}).get(precision)
+    if per_sm is None or not max_clock_mhz:
+        return None
+    return {
+        "flop_rate": per_sm * sm_count * max_clock_mhz * 1e6,
+        "how": f"{per_sm} FLOP/clock/SM x {sm_count} SMs x {max_clock_mhz:g} MHz (compute capability "
+        f"{capability[0]}.{capability[1]})",
+    }
+
+
+def _cuda_peak(precision: str) -> dict[str, Any] | None:
+    """``peak_rate`` of this process's CUDA device, its maximum SM clock from NVML."""
+    from zvperf.suite.telemetry import cuda_device_uuid, load_nvml, nvml_handle
+
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    nvml, _ = load_nvml()
+    clock = None
+    if nvml is not None:
+        try:
+            clock = nvml.nvmlDeviceGetMaxClockInfo(nvml_handle(nvml, cuda_device_uuid()), nvml.NVML_CLOCK_SM)
+        except Exception:  # noqa: BLE001 - a device NVML cannot read has no peak figure, and the rate still stands
+            clock = None
+    return peak_rate((props.major, props.minor), props.multi_processor_count, clock, precision)
 
 
 def attainable_rate(config: ModelConfig, device: str, precision: str) -> dict[str, Any] | None:
@@ -157,4 +222,5 @@ def attainable_rate(config: ModelConfig, device: str, precision: str) -> dict[st
         "frames": ATTAINABLE_FRAMES,
         "shapes": [[linear.rows, linear.inputs, linear.outputs, linear.count] for linear in linears],
         "threads": torch.get_num_threads() if device == "cpu" else None,
+        "peak": _cuda_peak(precision) if device == "cuda" else None,
     }

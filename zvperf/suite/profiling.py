@@ -1,5 +1,5 @@
 """Where one solve's time goes, by operator: torch's profiler for the torch backends (torch, compile, cudagraph,
-official), ONNX Runtime's own profiler for the ONNX Runtime backends.
+fused, fused-graph, official), ONNX Runtime's own profiler for the ONNX Runtime backends.
 
 The configuration is built and verified as the benchmarks build it (zvperf.suite.engines.Engine), warmed up by
 one solve, then one more solve is profiled. Each operator's time is its self time (torch: the operator's own
@@ -40,6 +40,41 @@ _TORCH_PACKED_LINEAR = "mkldnn::_linear_pointwise"
 _TORCH_PRODUCTS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"}
 
 
+# Device kernels by what they do, from their names (the first class whose word a name contains, else
+# elementwise): cuBLAS and CUTLASS products, attention kernels, cuDNN or PyTorch convolutions, reductions (softmax,
+# norms, means), copies and dtype casts (PyTorch's copy kernels), and the rest (PyTorch's and Triton's pointwise).
+KERNEL_CLASSES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("matrix products", ("gemm", "cutlass", "xmma", "cublas", "wgmma", "matmul")),
+    ("attention", ("flash", "fmha", "attention")),
+    ("convolution", ("conv",)),
+    ("norm, softmax, reduction", ("softmax", "norm", "reduce", "triton_red", "triton_per")),
+    ("copies and casts", ("copy", "memcpy", "memset", "cat_", "catarray")),
+)
+ELEMENTWISE = "elementwise"
+
+
+def kernel_class(name: str) -> str:
+    lowered = name.lower()
+    return next((cls for cls, words in KERNEL_CLASSES if any(w in lowered for w in words)), ELEMENTWISE)
+
+
+@dataclasses.dataclass
+class KernelClass:
+    name: str
+    kernels: int = 0
+    seconds: float = 0.0
+
+
+def kernel_classes(kernels: Iterable[tuple[str, float]]) -> list[KernelClass]:
+    """(kernel name, device seconds) pairs summed by class, in KERNEL_CLASSES' order, elementwise last."""
+    found = {cls: KernelClass(cls) for cls in [*(c for c, _ in KERNEL_CLASSES), ELEMENTWISE]}
+    for name, seconds in kernels:
+        entry = found[kernel_class(name)]
+        entry.kernels += 1
+        entry.seconds += seconds
+    return [entry for entry in found.values() if entry.kernels]
+
+
 @dataclasses.dataclass
 class OperatorTime:
     name: str
@@ -61,6 +96,8 @@ class Profile:
     profiler: str
     solve_seconds: float  # wall time of the profiled solve (the profiler's overhead included)
     operators: list[OperatorTime]
+    kernels: list[KernelClass] = dataclasses.field(default_factory=list)  # a CUDA run's device kernels by class
+    evaluations: int = 1  # decoder evaluations in the solve (a doubled CFG batch counts once: one step's kernels)
 
     @property
     def total(self) -> float:
@@ -98,7 +135,25 @@ class Profile:
             + f": one solve of {self.combo.num_step} steps took {self.solve_seconds:.3f} s under {self.profiler}, "
             f"{self.total:.3f} s of it in operators (self time)"
         )
-        return [header, *format_table(table, left=("operator",))]
+        return [header, *format_table(table, left=("operator",)), *self.kernel_lines()]
+
+    def kernel_lines(self) -> list[str]:
+        """On CUDA: the device kernels per decoder step by class, with their share of the kernels' time."""
+        if not self.kernels:
+            return []
+        count = sum(k.kernels for k in self.kernels)
+        seconds = sum(k.seconds for k in self.kernels) or math.inf
+        table = [
+            {
+                "kernel class": k.name,
+                "per step": f"{k.kernels / self.evaluations:.0f}",
+                "ms per step": f"{k.seconds / self.evaluations * 1e3:.2f}",
+                "share": f"{k.seconds / seconds:.1%}",
+            }
+            for k in self.kernels
+        ]
+        header = f"device kernels: {count} in the solve, {count / self.evaluations:.0f} per decoder step"
+        return ["", header, *format_table(table, left=("kernel class",))]
 
 
 def _options(combo: Combo, device: str, weights: str) -> BenchOptions:
@@ -143,10 +198,12 @@ def profile_solve(combo: Combo, device: str, weights: str = "auto") -> Profile:
     backend = get_backend(combo.backend)
     if isinstance(backend, OrtBackend):
         return _ort_profile(combo, device, engine, backend, solve)
-    return _torch_profile(combo, device, solve)
+    steps = len(engine.model.plan(combo.num_step, engine.model.default_guidance_scale, 0.5))
+    return _torch_profile(combo, device, solve, steps)
 
 
-def _torch_profile(combo: Combo, device: str, solve: Callable[[], float]) -> Profile:
+def _torch_profile(combo: Combo, device: str, solve: Callable[[], float], steps: int) -> Profile:
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     solve()
@@ -154,11 +211,15 @@ def _torch_profile(combo: Combo, device: str, solve: Callable[[], float]) -> Pro
     with profile(activities=activities, record_shapes=True, with_flops=True) as profiler:
         seconds = solve()
     operators: dict[str, OperatorTime] = {}
+    kernels = []
     for event in profiler.events():
+        if event.device_type == DeviceType.CUDA:  # a kernel (or a device copy) itself, not an operator
+            kernels.append((event.name, event.device_time_total / 1e6))
+            continue
         own = event.self_device_time_total if device == "cuda" else event.self_cpu_time_total
         operators.setdefault(event.name, OperatorTime(event.name)).add(own / 1e6, _torch_flops(event))
     found = [op for op in operators.values() if op.seconds > 0]
-    return Profile(combo, device, "torch.profiler", seconds, found)
+    return Profile(combo, device, "torch.profiler", seconds, found, kernel_classes(kernels), steps)
 
 
 def _torch_flops(event: Any) -> float | None:

@@ -27,13 +27,16 @@ class BenchSession:
     # The attainable matrix-multiply rate per precision (zvperf.suite.gemm), measured once, when first needed.
     gemm: dict[str, dict[str, Any] | None] = dataclasses.field(default_factory=dict)
 
-    def attainable_rate(self, config: ModelConfig, precision: str) -> float | None:
-        """The machine's attainable GEMM rate (FLOP/s) in ``precision`` at the decoder's shapes, measured on first
-        use (outside timing; the first model's configuration gives the shapes), or None where none runs."""
+    def limits(self, config: ModelConfig, precision: str) -> tuple[float | None, float | None]:
+        """(the machine's attainable GEMM rate, the chip's dense peak) in FLOP/s in ``precision``: the rate measured
+        at the decoder's shapes on first use (outside timing; the first model's configuration gives the shapes),
+        and on CUDA the peak from the chip's facts; None where there is none."""
         if precision not in self.gemm:
             self.gemm[precision] = attainable_rate(config, self.options.device, precision)
         measured = self.gemm[precision]
-        return measured["flop_rate"] if measured else None
+        if not measured:
+            return None, None
+        return measured["flop_rate"], (measured.get("peak") or {}).get("flop_rate")
 
     @contextmanager
     def out_of_memory_skips(self, what: str) -> Iterator[None]:
@@ -69,10 +72,12 @@ class BenchSession:
                 failed = str(exc)
             except ZvperfError as exc:
                 skipped = str(exc)
-        if failed is not None:  # outside the handler: the report shows the difference, not a chain of exceptions
-            pytest.fail(failed, pytrace=False)
+        # This generator runs inside the with statement's __exit__, where the caught error is still the one being
+        # handled: "from None" keeps it out of the report, which shows the difference once.
+        if failed is not None:
+            raise pytest.fail.Exception(failed, pytrace=False) from None
         if skipped is not None:
-            pytest.skip(skipped)
+            raise pytest.skip.Exception(skipped) from None
 
     def verified_engine(self, combo: Combo) -> Engine:
         """The engine, its solve checked against torch fp32 at this shape (``verification_fails``)."""
