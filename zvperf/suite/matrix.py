@@ -148,8 +148,8 @@ PRESETS: dict[str, Preset] = {
 # of eight, whose spread the test then knows with seven degrees of freedom.
 _GATE_KINDS = ("solver", "e2e", "text_encoder", "vocoder")
 GATE_PRESETS: dict[str, Preset] = {
-    # CUDA graphs, not launch-bound eager rows (reports/nvidia-h100-80gb-hbm3: 4.3x faster than eager fp16, IQR
-    # 0.1-0.3% of the median against eager's 2-36%), and TensorRT where installed (else its rows skip, saying so);
+    # CUDA graphs, not launch-bound eager rows (reports/nvidia-h100-80gb-hbm3: 2.1x and 4.3x faster than eager fp16,
+    # IQR 0.3% and 0.5% of the median against eager's 2.1% and 3.9%), and TensorRT where installed (else its rows skip);
     # zipvoice at 16 steps (the guide's quality row), zipvoice_distill at 4 (its balance row), as measured there.
     "cuda": Preset(
         steps={"zipvoice": (16,), "zipvoice_distill": (4,)},
