@@ -156,7 +156,9 @@ def test_several_runs_pool_their_rounds_into_one_entry(tmp_path: Path, capsys):
     ("other", "differs"),
     [({"commit": "def456"}, "commit"), ({"key": "cpu-other-4c"}, "hardware key"), ({"torch": "2.10.0"}, "software")],
 )
-def test_runs_of_different_commits_machines_or_software_do_not_pool(tmp_path: Path, capsys, other, differs):
+def test_runs_of_different_commits_machines_or_software_do_not_pool_into_a_baseline_or_a_side(
+    tmp_path: Path, capsys, other, differs
+):
     first, second = tmp_path / "a.json", tmp_path / "b.json"
     write_results(first, [bench("x", [1.0, 1.1, 1.2])])
     write_results(second, [bench("x", [1.0, 1.1, 1.2])], **other)
@@ -164,6 +166,9 @@ def test_runs_of_different_commits_machines_or_software_do_not_pool(tmp_path: Pa
     err = capsys.readouterr().err
     assert f"{second} and {first} differ in {differs}" in err and "nothing was written" in err
     assert not (tmp_path / "bl").exists()
+    # Nor are they one judged side.
+    assert main(["compare", str(first), str(second), "--baselines-dir", str(tmp_path / "bl")]) == 2
+    assert f"{second} and {first} differ in {differs}" in capsys.readouterr().err
 
 
 def test_two_processes_updating_at_once_lose_no_entry(tmp_path: Path):

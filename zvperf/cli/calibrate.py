@@ -34,6 +34,7 @@ from zvperf.gate import baselines, judge
 from zvperf.gate.config import GateConfig, load_config
 from zvperf.gate.confirm import MIN_PROCESSES
 from zvperf.gate.options import add_gate_options
+from zvperf.gate.stats import MIN_SIDE
 from zvperf.results.schema import ResultsFile, load_results
 from zvperf.results.summary import format_table
 from zvperf.suite.confirm import confirm_report, zvperf_sides
@@ -60,13 +61,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), help="with --matrix: its device (default: cuda when available)")
     p.add_argument(
         "--baseline-runs",
-        type=bounded_int(1),
+        type=bounded_int(MIN_SIDE),  # one run a side cannot be judged: the test compares process medians
         help="runs pooled into each repetition's baseline, as `zvperf baseline update A.json B.json ...` does "
         f"(default: the matrix's, else {MIN_PROCESSES})",
     )
     p.add_argument(
         "--judged-runs",
-        type=bounded_int(1),
+        type=bounded_int(MIN_SIDE),  # one run a side cannot be judged: the test compares process medians
         help="runs pooled into each judged side, as `zvperf compare A.json B.json ...` does (default: the matrix's, "
         f"else {MIN_PROCESSES})",
     )
