@@ -186,3 +186,16 @@ def test_injected_slowdown_is_recorded(suite):
     _, data = suite("--zv-models=zipvoice_distill", "--zv-steps=1", "-k", "solver", "--zv-inject-slowdown=0.5")
     assert data["benchmarks"][0]["extra_info"]["injected_slowdown"] == 0.5
     assert data["zvperf"]["injected_slowdown"] == 0.5
+
+
+def test_a_path_option_with_its_value_apart_warns_that_pytest_took_the_value_for_a_test_path(pytester):
+    """pytest chooses its rootdir before it loads zvperf: the separate form is named, with the form to write."""
+    pytester.makepyfile(test_nothing="def test_nothing(): pass")
+    weights = pytester.mkdir("weights")
+    apart = pytester.runpytest("-p", "no:cacheprovider", "--co", "--zv-device=cpu", "--zv-weights", str(weights))
+    apart.stdout.fnmatch_lines(
+        [f"*PytestConfigWarning: --zv-weights {weights}: pytest took {weights} for a test path*"],
+    )
+    assert f"write --zv-weights={weights}" in apart.stdout.str()
+    joined = pytester.runpytest("-p", "no:cacheprovider", "--co", "--zv-device=cpu", f"--zv-weights={weights}")
+    assert "PytestConfigWarning" not in joined.stdout.str()

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         sides = zipvoice_sides(args.zipvoice_base, args.zipvoice_head)
         ids = checkout_rows(load_results(args.results), report)
         if not ids:
-            raise ZvperfError(f"{args.results}: no row ran a ZipVoice checkout (run it with --zv-zipvoice PATH).")
+            raise ZvperfError(f"{args.results}: no row ran a ZipVoice checkout (run it with --zv-zipvoice=PATH).")
         report = confirm_report(report, sides, args.pytest_args, args.processes, ids)
     else:
         sides = zvperf_sides(args.base_checkout, head_python=args.head_python)
