@@ -36,7 +36,6 @@ from torch import Tensor
 
 from zvperf.backends import official_fixes
 from zvperf.backends.checkout import HOW_TO_GET, Checkout, CheckoutError, import_official, selected
-from zvperf.backends.onnx_export import cache_dir
 from zvperf.engine.models import ZipVoice
 from zvperf.engine.solver import SolverInputs
 from zvperf.engine.vocoder import VOCOS_REPO
@@ -49,7 +48,7 @@ from zvperf.engine.weights import (
     write_model_dir,
 )
 from zvperf.errors import ZvperfError
-from zvperf.files import build_once
+from zvperf.files import build_once, cache_dir
 
 INFER = "zipvoice.bin.infer_zipvoice"
 # zvperf model name -> the class name its inference module imports

@@ -28,10 +28,9 @@ from zvperf.backends.official import (
     model_folder,
     run_official_script,
 )
-from zvperf.backends.onnx_export import cache_dir
 from zvperf.engine.models import ZipVoice
 from zvperf.engine.solver import SolverInputs
-from zvperf.files import build_once
+from zvperf.files import build_once, cache_dir
 
 EXPORT = "zipvoice.bin.onnx_export"
 INFER_ONNX = "zipvoice.bin.infer_zipvoice_onnx"

@@ -31,10 +31,9 @@ from zvperf.backends.official import (
     model_folder,
     run_official_script,
 )
-from zvperf.backends.onnx_export import cache_dir
 from zvperf.engine.models import ZipVoice
 from zvperf.engine.solver import SolverInputs
-from zvperf.files import build_once
+from zvperf.files import build_once, cache_dir
 
 EXPORT = "zipvoice.bin.tensorrt_export"
 ENGINE_FILE = "fm_decoder.fp16.plan"
