@@ -29,7 +29,7 @@ def stored(tmp_path: Path) -> Path:
     return directory
 
 
-def test_a_baseline_entry_without_a_result_is_missing_and_fails_with_the_reason_the_run_recorded(
+def test_a_baseline_entry_the_run_skipped_is_missing_and_fails_with_the_reason_the_run_recorded(
     tmp_path: Path, stored: Path
 ):
     results = write_results(tmp_path / "new.json", [bench(A, spread_rounds(0.1))])
@@ -43,13 +43,40 @@ def test_a_baseline_entry_without_a_result_is_missing_and_fails_with_the_reason_
         "in the baseline but not measured: skipped: out of memory building",
     )
     assert statuses[f"{C} solver"] == (
-        judge.MISSING,
-        "in the baseline but not measured: no result, and the run recorded no reason (not in its matrix?)",
+        judge.NOT_RUN,
+        "in the baseline, not asked for by this run: outside its matrix (no result, no skip, no error recorded)",
     )
     assert report.lines()[-1] == (
-        "gate FAILED: judged 1 of 3 configurations (0 slower, 0 improved, 1 passed); not judged: 2 missing"
+        "gate FAILED: judged 1 of 3 configurations (0 slower, 0 improved, 1 passed); not judged: 1 missing, "
+        "1 not in this run"
     )
     assert f"MISSING       {B} solver on {KEY}: in the baseline but not measured: skipped" in "\n".join(report.lines())
+
+
+def test_baseline_entries_a_run_did_not_ask_for_are_said_not_failed_unless_every_one_is_required(
+    tmp_path: Path, stored: Path
+):
+    """A partial run (-k solver, or another matrix) is judged on what it measured: the rest of the baseline is
+    "not run", which neither passes nor fails; --require-baseline, as CI's gate runs, asks for all of it."""
+    results = write_results(tmp_path / "new.json", [bench(A, spread_rounds(0.1))])
+    results = with_unmeasured(results, {f"{B} solver": {"outcome": "deselected", "reason": "-k 'not B'"}})
+    report = judge.compare(results, stored, GateConfig())
+    statuses = {v.id: v.status for v in report.verdicts}
+    assert statuses == {f"{A} solver": judge.PASS, f"{B} solver": judge.NOT_RUN, f"{C} solver": judge.NOT_RUN}
+    assert not report.failed
+    assert report.lines()[-1] == (
+        "gate found no slowdown, but could not judge 2 of 3: judged 1 of 3 configurations (0 slower, 0 improved, "
+        "1 passed); not judged: 2 not in this run"
+    )
+    assert f"not run       {B} solver on {KEY}: in the baseline, not asked for by this run: -k 'not B'" in (
+        "\n".join(report.lines())
+    )
+    required = judge.compare(results, stored, GateConfig(), require_baseline=True)
+    assert required.failed
+    assert (
+        "2 configurations of the baseline were not in this run, and --require-baseline asks for every one"
+        in (required.lines()[-1])
+    )
 
 
 def test_gate_toml_can_expect_a_configuration_to_be_absent_on_a_hardware_key(tmp_path: Path, stored: Path):
@@ -239,7 +266,9 @@ def test_markdown_and_json_reports(tmp_path: Path, stored: Path, capsys):
     # The missing ones fail too: in the same table, above the fold, a pipe in a reason kept inside its cell.
     missing = plain(rows[f"`{B} solver`"][7])
     assert missing == "**MISSING**: in the baseline but not measured: skipped: a | in the reason"
-    assert rows[f"`{C} solver`"][7].startswith("**MISSING**") and "<details>" not in md  # nothing passed to fold
+    # What the run did not ask for neither fails nor passes: folded with the rest.
+    assert plain(rows[f"`{C} solver`"][7]).startswith("not run: in the baseline, not asked for by this run")
+    assert md.index("<details>") < md.index(f"`{C} solver`")
     assert main(["compare", str(results.path), "--baselines-dir", str(stored), "--format", "json"]) == 1
     document = json.loads(capsys.readouterr().out)
     assert document["failed"] and document["judged"] == 1 and document["hardware_key"] == KEY
