@@ -175,6 +175,9 @@ class AttentionWeights(nn.Module):
         # the flattened (T, 2T) scores holds the wanted T values at flat positions (T-1) + i(2T-1) + j:
         # a view, no copy, and only reshapes and slices, so ONNX export stays dynamic in T.
         rel = self.linear_pos(pos_table.to(x.dtype))
+        if fused.active():  # the re-indexing, sum, mask and fp32 softmax in one kernel, without the padded copy
+            rel_scores = torch.matmul(p, rel.view(2 * frames - 1, heads, pd).permute(1, 2, 0))
+            return fused.relative_softmax(scores, rel_scores, key_padding_mask, _MASKED_SCORE)
         rel = F.pad(rel, (0, 0, 0, 1)).view(2 * frames, heads, pd).permute(1, 2, 0)
         rel_scores = torch.matmul(p, rel).reshape(batch, heads, 2 * frames * frames)
         rel_scores = rel_scores[..., frames - 1 : frames - 1 + frames * (2 * frames - 1)]
