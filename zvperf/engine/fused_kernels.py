@@ -91,9 +91,7 @@ def _relative_softmax_kernel(
     plane = row // frames  # utterance * heads + head
     query = row % frames
     content = tl.load(scores_ptr + row * frames + key, mask=inside, other=0.0)
-    width = 2 * frames - 1
-    offset = (plane * frames + query) * width + (frames - 1) - query + key
-    relative = tl.load(relative_ptr + offset, mask=inside, other=0.0)
+    relative = tl.load(relative_ptr + row * (2 * frames - 1) + (frames - 1) - query + key, mask=inside, other=0.0)
     # The eager sum is rounded to the scores' dtype: the same here, from an fp32 sum (Triton's interpreter does not
     # add bf16 values as numbers).
     dtype = y_ptr.dtype.element_ty
