@@ -25,9 +25,8 @@ unless gate.toml expects it to be absent on this hardware, and a benchmark that 
 that disagrees with torch) **errored**; both fail the gate. A baseline entry the run never asked for (outside
 its matrix, or deselected) is **not run**: said and not judged, so comparing a partial or other run judges what
 it measured, never a pass; ``--require-baseline`` (CI's gate) asks for every configuration of the baseline and
-fails such a run. A missing baseline,
-another hardware key, other CPU flags, different software versions or weights, and an injected
-slowdown are said with the verdicts.
+fails such a run. A missing baseline, another hardware key, other CPU flags, different software versions or
+weights, and an injected slowdown are said with the verdicts.
 
 Where gate.toml sets their thresholds, a judged benchmark's peak memory and GPU energy per second of audio are
 judged too (``zvperf.gate.metrics``): one number per run, so a plain threshold on the change against the median
