@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import tiny_config
+from tests.helpers import WAIT_S, tiny_config
 from zvperf.backends import compile_cache
 from zvperf.engine.weights import synthetic_model
 
@@ -46,7 +46,7 @@ import dataclasses, json, sys
 import torch
 from torch._dynamo.utils import counters
 sys.path.insert(0, sys.argv[1])
-from tests.helpers import tiny_config
+from tests.helpers import WAIT_S, tiny_config
 from zvperf.backends.compiled import Compiled
 from zvperf.engine.weights import synthetic_model
 config = dataclasses.replace(
@@ -76,7 +76,8 @@ def test_a_second_process_loads_what_the_first_compiled_instead_of_generating_it
             "TRITON_CACHE_DIR": str(tmp_path / name / "triton"),
         }
         command = [sys.executable, "-c", SOLVE_ONCE, str(ROOT)]
-        completed = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        # The timeout bounds a hang only.
+        completed = subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=10 * WAIT_S)
         assert completed.returncode == 0, completed.stderr[-2000:]
         return json.loads(completed.stdout.strip().splitlines()[-1])
 

@@ -206,6 +206,7 @@ def test_the_compile_steps_run_last_within_their_own_share_of_the_budget(tmp_pat
     assert "--zv-precision=fp16" in next(s for s in runner.steps if s.name == "suite compile").command
     # The cold and warm start step selects compile's one cold-start benchmark (collected here: nothing runs).
     start = next(s for s in runner.steps if s.name == "compile start fp16").command
-    collected = subprocess.run([*start, "--collect-only"], capture_output=True, text=True, cwd=ROOT, check=False)
+    collect = [*start, "--collect-only"]
+    collected = subprocess.run(collect, capture_output=True, text=True, cwd=ROOT, check=False, timeout=WAIT_S)
     functions = [line.strip() for line in collected.stdout.splitlines() if line.strip().startswith("<Function")]
     assert functions == ["<Function test_cold_start[zipvoice_distill-compile-fp16]>"], collected.stdout[-2000:]
