@@ -46,7 +46,7 @@ import dataclasses, json, sys
 import torch
 from torch._dynamo.utils import counters
 sys.path.insert(0, sys.argv[1])
-from tests.helpers import WAIT_S, tiny_config
+from tests.helpers import tiny_config
 from zvperf.backends.compiled import Compiled
 from zvperf.engine.weights import synthetic_model
 config = dataclasses.replace(
