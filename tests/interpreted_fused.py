@@ -27,7 +27,7 @@ from zvperf.engine.fused import fused_kernels
 from zvperf.engine.models import DecoderStep, SolvePlan, ZipVoice
 from zvperf.engine.precision import TOLERANCES, dtype_of, relative_error
 from zvperf.engine.weights import synthetic_model
-from zvperf.engine.zipformer import BiasNorm, swoosh_l, swoosh_r
+from zvperf.engine.zipformer import AttentionWeights, BiasNorm, relative_position_table, swoosh_l, swoosh_r
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 # fp32: the kernels compute the eager formulas in fp32, so only rounding differs (an ulp or two). Half precisions:
@@ -73,6 +73,21 @@ def kernels() -> None:
                 assert got.dtype == dtype and torch.isfinite(got).all()
                 error = relative_error(got, expected)
                 assert error <= tolerance, f"BiasNorm({channels}) {precision}: error {error:.2e} > {tolerance:.0e}"
+        for frames in (37, 100):  # rows of 64 and 128 keys, one past the block's end
+            attention = AttentionWeights(64, 16, heads=3, query_head_dim=8, pos_head_dim=4).to(dtype)
+            inputs = torch.randn(2, frames, 64, generator=generator).to(dtype)
+            padded = torch.zeros(2, frames, dtype=torch.bool)
+            padded[1, frames - 5 :] = True  # the second utterance 5 frames shorter
+            table = relative_position_table(frames, 16, torch.device("cpu"))
+            for mask in (None, padded):
+                with torch.inference_mode():
+                    expected, got = attention(inputs, table, mask), fused(attention, inputs, table, mask)
+                assert got.dtype == dtype and got.shape == expected.shape == (2, 3, frames, frames)
+                error = relative_error(got, expected)
+                where = f"attention ({frames} frames, mask: {mask is not None}) {precision}"
+                assert error <= tolerance, f"{where}: error {error:.2e} > {tolerance:.0e}"
+                if mask is not None:
+                    assert (got[1, :, :, frames - 5 :] == 0).all(), f"{where}: padded keys take a share"
     with fused_kernels():  # registered: the fake implementations agree with the kernels
         sample = torch.randn(2, 9, 100, generator=generator)
         for op in (torch.ops.zvperf.swoosh_l, torch.ops.zvperf.swoosh_r):
@@ -80,6 +95,12 @@ def kernels() -> None:
             torch.library.opcheck(op, (sample.transpose(1, 2),), test_utils=("test_schema", "test_faketensor"))
         norm_args = (sample, torch.randn(100, generator=generator), torch.tensor(0.3))
         torch.library.opcheck(torch.ops.zvperf.bias_norm, norm_args, test_utils=("test_schema", "test_faketensor"))
+        scores, relative = torch.randn(2, 3, 9, 9, generator=generator), torch.randn(2, 3, 9, 17, generator=generator)
+        for mask in (None, torch.zeros(2, 9, dtype=torch.bool)):
+            torch.library.opcheck(
+                torch.ops.zvperf.relative_softmax, (scores, relative, mask, -1000.0),
+                test_utils=("test_schema", "test_faketensor"),
+            )  # fmt: skip
 
 
 def conformance() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 
 from tests.helpers import CASE_DIRS, tiny_config, tiny_weights
 from zvperf import backends
-from zvperf.backends import BackendUnavailable, check_runnable, get_backend
+from zvperf.backends import BackendUnavailable, check_runnable, compile_cache, get_backend
 from zvperf.backends.compiled import Compiled, FellBackToEager
 from zvperf.backends.onnx_export import example_inputs, exported_step, model_digest
 from zvperf.cli import main
@@ -239,7 +240,7 @@ def solve_inputs(model, batch: int, frames: int):
     return torch.randn(shape, generator=generator), torch.randn(shape, generator=generator), torch.zeros(shape)
 
 
-def test_compile_runs_compiled_code_at_every_length_or_fails_saying_it_fell_back(fresh_dynamo):
+def test_compile_runs_compiled_code_at_every_length_or_fails_saying_it_fell_back(fresh_dynamo, monkeypatch, tmp_path):
     """More lengths than dynamo's recompile limit (8), every step of every one through the compiled graph; and
     a solve that would need a graph past the limit fails instead of quietly running eagerly. (One test: tracing
     the tiny model takes dynamo about 15 s per graph on a 2-core machine.)"""
@@ -247,6 +248,9 @@ def test_compile_runs_compiled_code_at_every_length_or_fails_saying_it_fell_back
     calls: list[tuple[int, ...]] = []
     compiled: list[int] = []
     solver = Compiled(compiler=counting_compiler(calls, compiled)).prepare(model, "cpu", "fp32")
+    saved: list[Path] = []  # what would be kept for the next process: after each call that compiled a graph
+    monkeypatch.setattr(compile_cache, "save", saved.append)
+    solver.kept = tmp_path / "kept.bin"
     # 100 first: the feature channels' size, which duck shaping used to give the frame count (a second compile).
     lengths = (100, 16, 17, 37, 64, 129, 250, 333, 401, 513)
     with torch.inference_mode():
@@ -257,7 +261,7 @@ def test_compile_runs_compiled_code_at_every_length_or_fails_saying_it_fell_back
         assert [shape[:2] for shape in calls] == [(1, frames) for frames in lengths for _ in range(2)]
         assert compiled == [0]  # one compilation served every step of every length: no recompile
         solver(*solve_inputs(model, 1, 77), None, 4, 3.0)  # more steps, another length: the same graph
-        assert compiled == [0]
+        assert compiled == [0] and saved == [solver.kept]  # kept once, after the call that compiled
         with torch._dynamo.config.patch(recompile_limit=1):
             with pytest.raises(FellBackToEager, match="compile: torch.compile fell back to eager"):
                 solver(*solve_inputs(model, 2, 40), None, 1, 3.0)  # a second graph, past a limit of one

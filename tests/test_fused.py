@@ -103,16 +103,25 @@ def test_the_kernels_compile_for_an_h100_and_an_a100(precision):
 
     from zvperf.engine import fused_kernels
 
-    def source(kernel: Any, constexprs: dict[str, Any]) -> ASTSource:
-        # Pointers to the precision's dtype, 32-bit integer sizes, and the constants.
-        kinds = {name: "constexpr" if name in constexprs else "i32" for name in kernel.arg_names}
-        kinds |= {name: "*" + precision for name in kernel.arg_names if name.endswith("_ptr")}
-        return ASTSource(kernel, kinds, constexprs=constexprs)
+    def source(kernel: Any, constexprs: dict[str, Any], kinds: dict[str, str] | None = None) -> ASTSource:
+        # Pointers to the precision's dtype, 32-bit integer sizes, and the constants, unless ``kinds`` says.
+        inferred = {name: "constexpr" if name in constexprs else "i32" for name in kernel.arg_names}
+        inferred |= {name: "*" + precision for name in kernel.arg_names if name.endswith("_ptr")}
+        return ASTSource(kernel, inferred | (kinds or {}), constexprs=constexprs)
 
     swoosh = source(fused_kernels._swoosh_kernel, {"SHIFT": 4.0, "OFFSET": 0.035, "BLOCK": 1024})
     norm = source(fused_kernels._bias_norm_kernel, {"ROWS": 8, "BLOCK": 256})  # the text encoder's 192 channels
+    # 1800 frames: one row of 2048 a program; with and without the padding mask (bool).
+    attention = [
+        source(
+            fused_kernels._relative_softmax_kernel,
+            {"HAS_MASK": has_mask, "ROWS": 1, "BLOCK": 2048},
+            {"mask_ptr": "*i1", "masked_score": "fp32"},
+        )
+        for has_mask in (False, True)
+    ]
     for capability in (90, 80):
-        for source in (swoosh, norm):
+        for source in (swoosh, norm, *attention):
             assert triton_compile(source, target=GPUTarget("cuda", capability, 32)).asm["cubin"]
 
 

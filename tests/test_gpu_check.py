@@ -22,9 +22,10 @@ pytestmark = pytest.mark.processes
 ROOT = Path(__file__).parents[1]
 
 
-def check(tmp_path: Path, budget: float = 300.0) -> gpu_check.Check:
+def check(tmp_path: Path, budget: float = 300.0, compile_budget: float = 100.0) -> gpu_check.Check:
     args = argparse.Namespace(
         budget=budget,
+        compile_budget=compile_budget,
         baselines_dir=ROOT / "baselines",
         cases=CONFORMANCE,
         weights="synthetic",
@@ -122,7 +123,7 @@ def test_every_gpu_backend_and_precision_gets_a_conformance_step(tmp_path):
     runner = check(tmp_path)
     runner._conformance()
     names = [step.name for step in runner.steps]
-    assert len(names) == 21 and "conform ort-trt fp16" in names and "conform compile bf16" in names
+    assert len(names) == 24 and "conform ort-trt fp16" in names and "conform compile-graph bf16" in names
     assert {"conform fused fp16", "conform fused-graph bf16"} <= set(names)
     assert "conform trt bf16" not in names  # what a backend does not have is not asked of it
     assert all(step.status == "skipped" and "no CUDA device" in step.detail for step in runner.steps)
@@ -176,3 +177,36 @@ def test_backends_restrict_the_check_and_an_unknown_one_is_a_usage_error(tmp_pat
     ]
     assert main(["gpu-check", str(tmp_path / "out"), "--backends", "torch,tpu"]) == 2
     assert "'torch,tpu' is not a comma-separated list of GPU backends" in capsys.readouterr().err
+
+
+def test_the_compile_steps_run_last_within_their_own_share_of_the_budget(tmp_path, monkeypatch):
+    """Steps that each run to their limit cannot spend compile's share: compile's cold and warm start still get all
+    of it, then its solver rows in fp16."""
+    clock = [0.0]
+    monkeypatch.setattr(gpu_check.time, "monotonic", lambda: clock[0])
+    runner = check(tmp_path, budget=300.0, compile_budget=100.0)
+    runner.deadline = 300.0
+    limits: dict[str, float] = {}
+
+    def execute(step, limit, ok_codes=(0,)):  # every step runs until its limit
+        limits[step.name] = limit
+        clock[0] += limit
+        step.status = "timed out"
+        return step
+
+    monkeypatch.setattr(runner, "_execute", execute)
+    monkeypatch.setattr(runner, "_conformance", lambda: None)
+    monkeypatch.setattr(gpu_check, "_plugin_installed", lambda: True)
+    monkeypatch.setattr("zvperf.backends.check_runnable", lambda backend, device, precision: None)
+    runner._steps()
+    names = list(limits)
+    assert names[-3:] == ["compile start fp16", "suite compile", "suite compile-graph"]
+    assert sum(limits[name] for name in names[:-3]) == 300.0 - gpu_check.FINISH_S - 100.0  # the others' time
+    assert limits["compile start fp16"] == 100.0  # compile's share, whole, after they spent theirs
+    assert "--zv-precision=fp16" in next(s for s in runner.steps if s.name == "suite compile").command
+    # The cold and warm start step selects compile's one cold-start benchmark (collected here: nothing runs).
+    start = next(s for s in runner.steps if s.name == "compile start fp16").command
+    collect = [*start, "--collect-only"]
+    collected = subprocess.run(collect, capture_output=True, text=True, cwd=ROOT, check=False, timeout=WAIT_S)
+    functions = [line.strip() for line in collected.stdout.splitlines() if line.strip().startswith("<Function")]
+    assert functions == ["<Function test_cold_start[zipvoice_distill-compile-fp16]>"], collected.stdout[-2000:]

@@ -137,7 +137,7 @@ def test_without_a_checkout_the_official_rows_skip_saying_how_to_get_one(without
         "-rs", "-k", "solver",
     )  # fmt: skip
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*SKIPPED*no ZipVoice checkout to run*--zv-zipvoice PATH*"])
+    result.stdout.fnmatch_lines(["*SKIPPED*no ZipVoice checkout to run*--zv-zipvoice=PATH*"])
 
 
 @pytest.mark.parametrize("model_name", ["zipvoice", "zipvoice_distill"])
@@ -246,7 +246,7 @@ def test_confirm_refuses_half_a_pair_of_checkouts_and_a_results_file_without_the
     pair = ["--zipvoice-base", str(zipvoice_checkout), "--zipvoice-head", str(zipvoice_checkout)]
     assert main(["confirm", str(results.path), "--baselines-dir", str(tmp_path), *pair]) == 2
     assert (
-        f"{results.path}: no row ran a ZipVoice checkout (run it with --zv-zipvoice PATH)." in capsys.readouterr().err
+        f"{results.path}: no row ran a ZipVoice checkout (run it with --zv-zipvoice=PATH)." in capsys.readouterr().err
     )
     assert main(["confirm", str(results.path), "--baselines-dir", str(tmp_path), *pair[:3], str(tmp_path)]) == 2
     assert f"{tmp_path} is not a ZipVoice checkout" in capsys.readouterr().err

@@ -41,6 +41,13 @@ def read_json(path: Path | str) -> Any:
         raise ZvperfError(f"{path}: not valid JSON ({exc}).") from None
 
 
+def cache_dir() -> Path:
+    """Where what zvperf builds once per machine is kept (exported graphs, engines, compiled kernels):
+    $ZVPERF_CACHE, else ~/.cache/zvperf."""
+    root = os.environ.get("ZVPERF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "zvperf")
+    return Path(root)
+
+
 @contextmanager
 def replacing(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path`` to write the new file to; on leaving the block without an error it

@@ -25,7 +25,8 @@ class Backend(Protocol):
     name: str
     precisions: tuple[str, ...]  # the precisions it can run
     devices: tuple[str, ...]  # "cpu", "cuda"
-    # Optional: True when it allocates device memory outside torch (see own_allocator).
+    # Optional: True when it allocates device memory outside torch (see own_allocator), and when what it builds is
+    # kept for the next process (see keeps_build).
 
     def unavailable(self, device: str, precision: str) -> str | None:
         """Why this backend cannot run here (a missing package, no CUDA, ...), or None when it can."""
@@ -49,6 +50,13 @@ def own_allocator(backend: Backend) -> bool:
     """Whether the backend allocates device memory outside torch (ONNX Runtime, TensorRT), so that torch's
     memory statistics miss it; a backend says so with an ``own_allocator`` attribute (default: no)."""
     return bool(getattr(backend, "own_allocator", False))
+
+
+def keeps_build(backend: Backend) -> bool:
+    """Whether what ``prepare`` builds (an exported graph, an engine, compiled kernels) is kept in zvperf's cache for
+    the next process, so that a second start on a machine costs less than the first; a backend says so with a
+    ``keeps_build`` attribute (default: no)."""
+    return bool(getattr(backend, "keeps_build", False))
 
 
 class BackendUnavailable(ZvperfError):

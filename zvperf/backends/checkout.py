@@ -1,5 +1,5 @@
 """The ZipVoice checkout under test: the user's clone of k2-fsa/ZipVoice (or of a fork), named with
-``--zv-zipvoice PATH`` or ``ZVPERF_ZIPVOICE``, else the ``zipvoice`` package already importable (a clone on
+``--zv-zipvoice=PATH`` or ``ZVPERF_ZIPVOICE``, else the ``zipvoice`` package already importable (a clone on
 PYTHONPATH). Its identity (path, commit, uncommitted changes) and the versions of what its code imports go with
 every result of its rows, and keys every cache built from it (exported graphs, engines).
 
@@ -27,7 +27,7 @@ from zvperf.errors import ZvperfError
 
 ENV = "ZVPERF_ZIPVOICE"
 HOW_TO_GET = (
-    "clone https://github.com/k2-fsa/ZipVoice and name the clone with --zv-zipvoice PATH (or ZVPERF_ZIPVOICE); "
+    "clone https://github.com/k2-fsa/ZipVoice and name the clone with --zv-zipvoice=PATH (or ZVPERF_ZIPVOICE); "
     "pip install -e '.[zipvoice]' installs what its code imports"
 )
 # A file every ZipVoice checkout has: what tells one from any other folder.

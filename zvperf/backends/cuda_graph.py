@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from zvperf.backends.stepping import StepFunction
 from zvperf.engine.models import SolvePlan, ZipVoice
 
 WARMUP_RUNS = 2  # eager runs on a side stream before capture, as CUDA graph capture requires
@@ -23,7 +25,9 @@ WARMUP_RUNS = 2  # eager runs on a side stream before capture, as CUDA graph cap
 class _Captured:
     """One captured loop: static copies of a plan's tensors, the graph, and its output buffer."""
 
-    def __init__(self, plan: SolvePlan, x0: torch.Tensor, pool: Any, stream: torch.cuda.Stream) -> None:
+    def __init__(
+        self, plan: SolvePlan, step: StepFunction, x0: torch.Tensor, pool: Any, stream: torch.cuda.Stream
+    ) -> None:
         self.static = copy.copy(plan)
         buffers: dict[int, torch.Tensor] = {}
         self.static.constants = [buffers.setdefault(id(c), c.clone()) for c in plan.constants]
@@ -32,7 +36,6 @@ class _Captured:
         self.static.conditioning = plan.conditioning.clone()
         self.static.coefficients = plan.coefficients.clone()
         self.x0 = x0.clone()
-        step = plan.step_module
         # Warmed up on the capture stream, a side stream as capture requires: each new stream would get its own
         # cuBLAS workspace from torch, kept for the stream's lifetime (about 36 MB each on an H100).
         stream.wait_stream(torch.cuda.current_stream())
@@ -59,10 +62,12 @@ class _Captured:
 
 
 class GraphSolver:
-    """Callable like :meth:`ZipVoice.solve`: capture on the first solve of each kind, replay after."""
+    """Callable like :meth:`ZipVoice.solve`: capture on the first solve of each kind, replay after. The captured
+    step is the plan's own :class:`DecoderStep`, or ``step_for(guided)`` where given (the compiled step)."""
 
-    def __init__(self, model: ZipVoice) -> None:
+    def __init__(self, model: ZipVoice, step_for: Callable[[bool], StepFunction] | None = None) -> None:
         self.model = model
+        self.step_for = step_for
         self.captured: dict[tuple, _Captured] = {}
         self.pool = torch.cuda.graph_pool_handle()
         self.capture_stream = torch.cuda.Stream()
@@ -82,7 +87,8 @@ class GraphSolver:
         pattern = tuple(next(i for i, c in enumerate(plan.constants) if c is d) for d in plan.constants)
         key = (tuple(x0.shape), x0.dtype, num_step, t_shift, plan.guided, pattern, plan.mask is None)
         if key not in self.captured:
-            self.captured[key] = _Captured(plan, x0, self.pool, self.capture_stream)
+            step = self.step_for(plan.guided) if self.step_for else plan.step_module
+            self.captured[key] = _Captured(plan, step, x0, self.pool, self.capture_stream)
         return self.captured[key].replay(plan, x0)
 
 

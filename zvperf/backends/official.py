@@ -18,6 +18,7 @@ zvperf rows beside load the same weights, so every official row is verified agai
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import re
@@ -35,7 +36,6 @@ from torch import Tensor
 
 from zvperf.backends import official_fixes
 from zvperf.backends.checkout import HOW_TO_GET, Checkout, CheckoutError, import_official, selected
-from zvperf.backends.onnx_export import cache_dir
 from zvperf.engine.models import ZipVoice
 from zvperf.engine.solver import SolverInputs
 from zvperf.engine.vocoder import VOCOS_REPO
@@ -48,7 +48,7 @@ from zvperf.engine.weights import (
     write_model_dir,
 )
 from zvperf.errors import ZvperfError
-from zvperf.files import build_once
+from zvperf.files import build_once, cache_dir
 
 INFER = "zipvoice.bin.infer_zipvoice"
 # zvperf model name -> the class name its inference module imports
@@ -66,6 +66,16 @@ def checkout_or_reason() -> tuple[Checkout | None, str | None]:
     if checkout is None:
         return None, f"no ZipVoice checkout to run ({HOW_TO_GET})"
     return checkout, None
+
+
+def checkout_path_unavailable(path: str, packages: tuple[str, ...], extra: str) -> str | None:
+    """Why the checkout's ``path`` (its ONNX or TensorRT code) cannot run here: no checkout, or the ``packages``
+    that path imports are missing (pip install zvperf[``extra``]); None when it can."""
+    reason = checkout_or_reason()[1]
+    missing = [name for name in packages if importlib.util.find_spec(name) is None]
+    if reason is None and missing:
+        reason = f"the official {path} path imports {' and '.join(missing)} (pip install zvperf[{extra}])"
+    return reason
 
 
 def checkout_to_run() -> Checkout:

@@ -9,7 +9,6 @@ PyTorch path.
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from collections.abc import Callable
 from functools import partial
@@ -23,16 +22,15 @@ from zvperf.backends import BackendUnavailable
 from zvperf.backends.checkout import Checkout, CheckoutError
 from zvperf.backends.official import (
     OfficialRun,
-    checkout_or_reason,
+    checkout_path_unavailable,
     checkout_to_run,
     folder_digest,
     model_folder,
     run_official_script,
 )
-from zvperf.backends.onnx_export import cache_dir
 from zvperf.engine.models import ZipVoice
 from zvperf.engine.solver import SolverInputs
-from zvperf.files import build_once
+from zvperf.files import build_once, cache_dir
 
 EXPORT = "zipvoice.bin.onnx_export"
 INFER_ONNX = "zipvoice.bin.infer_zipvoice_onnx"
@@ -154,11 +152,7 @@ class OfficialOnnx:
 
     def unavailable(self, device: str, precision: str) -> str | None:
         """The want of a checkout, or of the packages its export and inference import."""
-        reason = checkout_or_reason()[1]
-        missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
-        if reason is None and missing:
-            reason = f"the official ONNX path imports {' and '.join(missing)} (pip install zvperf[onnx])"
-        return reason
+        return checkout_path_unavailable("ONNX", ("onnx", "onnxruntime"), "onnx")
 
     def load(self, model_name: str, weights: str, device: str, precision: str) -> OfficialOnnxRun:
         checkout = checkout_to_run()

@@ -25,16 +25,15 @@ from zvperf.backends import BackendUnavailable
 from zvperf.backends.checkout import Checkout, CheckoutError
 from zvperf.backends.official import (
     OfficialRun,
-    checkout_or_reason,
+    checkout_path_unavailable,
     checkout_to_run,
     folder_digest,
     model_folder,
     run_official_script,
 )
-from zvperf.backends.onnx_export import cache_dir
 from zvperf.engine.models import ZipVoice
 from zvperf.engine.solver import SolverInputs
-from zvperf.files import build_once
+from zvperf.files import build_once, cache_dir
 
 EXPORT = "zipvoice.bin.tensorrt_export"
 ENGINE_FILE = "fm_decoder.fp16.plan"
@@ -119,11 +118,7 @@ class OfficialTrt:
 
     def unavailable(self, device: str, precision: str) -> str | None:
         """The want of a checkout, or of tensorrt and onnx (its export writes ONNX, then builds from it)."""
-        reason = checkout_or_reason()[1]
-        missing = [name for name in ("tensorrt", "onnx") if importlib.util.find_spec(name) is None]
-        if reason is None and missing:
-            reason = f"the official TensorRT path imports {' and '.join(missing)} (pip install zvperf[gpu])"
-        return reason
+        return checkout_path_unavailable("TensorRT", ("tensorrt", "onnx"), "gpu")
 
     def load(self, model_name: str, weights: str, device: str, precision: str) -> OfficialTrtRun:
         checkout = checkout_to_run()

@@ -19,7 +19,6 @@ import contextlib
 import copy
 import hashlib
 import importlib.util
-import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +30,7 @@ from torch.onnx import symbolic_helper
 
 from zvperf.engine.models import DecoderStep, ZipVoice
 from zvperf.errors import ZvperfError
-from zvperf.files import build_once, replacing
+from zvperf.files import build_once, cache_dir, replacing
 
 INPUT_NAMES = ("x", "constant", "padding_mask", "conditioning", "coefficients")
 UNMASKED_INPUT_NAMES = tuple(name for name in INPUT_NAMES if name != "padding_mask")
@@ -48,12 +47,6 @@ def exporter_missing(extra: str) -> str | None:
     if importlib.util.find_spec("onnx") is None:
         return f"onnx is not installed (pip install zvperf[{extra}])"
     return None
-
-
-def cache_dir() -> Path:
-    """Where exported graphs and built engines are kept: $ZVPERF_CACHE, else ~/.cache/zvperf."""
-    root = os.environ.get("ZVPERF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "zvperf")
-    return Path(root)
 
 
 def model_digest(model: ZipVoice) -> str:

@@ -28,7 +28,6 @@ from zvperf.backends.onnx_export import (
     INPUT_NAMES,
     OUTPUT_NAME,
     UNMASKED_INPUT_NAMES,
-    cache_dir,
     exported_step,
     exporter_missing,
 )
@@ -36,7 +35,7 @@ from zvperf.backends.stepping import StepFunction, StepSolver, built_step_solver
 from zvperf.engine.device import cpu_int8_saturates, engine_stream, on_engine_stream, stream_handle
 from zvperf.engine.models import ZipVoice
 from zvperf.errors import ZvperfError
-from zvperf.files import replacing
+from zvperf.files import cache_dir, replacing
 
 # The TensorRT execution provider's optimisation profile, as the official TensorRT export has it:
 # up to 3000 decoder frames (longer text is chunked by the pipeline) and up to 8 utterances (16 rows
@@ -262,6 +261,7 @@ class OrtBackend:
     precisions: tuple[str, ...]
     devices: tuple[str, ...]
     own_allocator: bool = True  # ONNX Runtime's arena, not torch's allocator
+    keeps_build: bool = True  # the exported graph (and TensorRT's engines) stay in zvperf's cache
 
     def unavailable(self, device: str, precision: str) -> str | None:
         extra = "gpu" if device == "cuda" else "onnx"

@@ -18,7 +18,6 @@ import torch
 from zvperf.backends.onnx_export import (
     INPUT_NAMES,
     OUTPUT_NAME,
-    cache_dir,
     exported_step,
     exporter_missing,
     model_digest,
@@ -29,7 +28,7 @@ from zvperf.engine.device import engine_stream, on_engine_stream, stream_handle
 from zvperf.engine.models import ZipVoice
 from zvperf.engine.precision import DTYPES
 from zvperf.errors import ZvperfError
-from zvperf.files import build_once, write_atomic
+from zvperf.files import build_once, cache_dir, write_atomic
 
 WORKSPACE_BYTES = 4 << 30
 # Part of every engine's cache name: bump it when the build settings change (2: TF32 off).
@@ -89,6 +88,7 @@ class TensorRT:
     precisions: tuple[str, ...] = ("fp16", "fp32")
     devices: tuple[str, ...] = ("cuda",)
     own_allocator: bool = True  # the engine's activations and weights are TensorRT's allocations
+    keeps_build: bool = True  # the export and the built engine stay in zvperf's cache
 
     def unavailable(self, device: str, precision: str) -> str | None:
         if importlib.util.find_spec("tensorrt") is None:

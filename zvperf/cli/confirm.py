@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         ids = checkout_rows([load_results(path) for path in args.results], report)
         if not ids:
             named = ", ".join(map(str, args.results))
-            raise ZvperfError(f"{named}: no row ran a ZipVoice checkout (run it with --zv-zipvoice PATH).")
+            raise ZvperfError(f"{named}: no row ran a ZipVoice checkout (run it with --zv-zipvoice=PATH).")
         report = confirm_report(report, sides, args.pytest_args, args.processes, ids)
     else:
         sides = zvperf_sides(args.base_checkout, head_python=args.head_python)

@@ -37,7 +37,10 @@ from zvperf.files import write_atomic
 from zvperf.processes import not_stopped, stop_group
 
 NO_GPU_EXIT = 3
-GPU_BACKENDS = ("torch", "compile", "cudagraph", "fused", "fused-graph", "ort-cuda", "ort-trt", "trt")
+GPU_BACKENDS = (
+    "torch", "compile", "compile-graph", "cudagraph", "fused", "fused-graph", "ort-cuda", "ort-trt", "trt",
+)  # fmt: skip
+COMPILE_BACKENDS = ("compile", "compile-graph")
 PRECISIONS = ("fp32", "fp16", "bf16")
 FRAMES = 1800
 # zipvoice_distill at 4 steps and zipvoice at 16 (-k keeps those two of the four model x step pairs).
@@ -49,8 +52,13 @@ BUDGET_S = 450
 CONFORM_PHASE_S = 120  # all conformance processes together
 SUITE_LIMIT_S = {
     "torch": 75, "cudagraph": 75, "fused": 75, "fused-graph": 75, "ort-cuda": 75,
-    "compile": 150, "trt": 150, "ort-trt": 150,
+    "compile": 150, "compile-graph": 150, "trt": 150, "ort-trt": 150,
 }  # fmt: skip
+# Compile's own share of the budget, kept from the steps before it: compile's cold and warm start (a fresh process
+# with empty caches, then one with what it kept), then its solver rows, which find the kernels in the machine's
+# zvperf cache (zvperf.backends.compile_cache) once any run has compiled them.
+COMPILE_BUDGET_S = 150
+COMPILE_START = "test_cold_start and zipvoice_distill-compile-fp16"  # one model, one graph, cold and warm
 GUIDE_LIMIT_S = 120
 FINISH_S = 30  # kept back for the gate, the report and the summary
 MIN_STEP_S = 5  # a step with less time than this left is not started
@@ -74,6 +82,12 @@ class Step:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("output", type=Path, metavar="OUTPUT_DIR", help="where the JSON, verdicts and report go")
     p.add_argument("--budget", type=float, default=BUDGET_S, help=f"seconds for the whole check (default: {BUDGET_S})")
+    p.add_argument(
+        "--compile-budget",
+        type=float,
+        default=COMPILE_BUDGET_S,
+        help=f"seconds of the budget kept for the compile steps, which run last (default: {COMPILE_BUDGET_S})",
+    )
     p.add_argument("--baselines-dir", type=Path, default=Path("baselines"), help="default: ./baselines")
     p.add_argument(
         "--cases",
@@ -122,6 +136,8 @@ class Check:
         # IEEE fp32 everywhere, ONNX Runtime's TensorRT provider included (its only switch is this variable).
         self.env = {**os.environ, "NVIDIA_TF32_OVERRIDE": os.environ.get("NVIDIA_TF32_OVERRIDE", "0")}
         self.work = Path(tempfile.mkdtemp(prefix="zvperf-gpu-check-"))
+        compiling = any(name in COMPILE_BACKENDS for name in args.backends)
+        self.kept_for_compile = min(args.compile_budget, args.budget) if compiling else 0.0
 
     # -- the steps --------------------------------------------------------------------------------------
     def run(self) -> int:
@@ -146,7 +162,10 @@ class Check:
         # The quick backends first, then those that compile or build engines of the full-size model.
         parts = [self._suite(b) for b in ("torch", "cudagraph", "fused", "fused-graph", "ort-cuda") if b in backends]
         parts += [self._guide()] if "torch" in backends else []
-        parts += [self._suite(b) for b in ("compile", "trt", "ort-trt") if b in backends]
+        parts += [self._suite(b) for b in ("trt", "ort-trt") if b in backends]
+        self.kept_for_compile = 0.0  # the compile steps' own share, spent from here on
+        parts += [self._compile_start()] if "compile" in backends else []
+        parts += [self._suite(b, ("fp16",)) for b in COMPILE_BACKENDS if b in backends]
         results = self._merge([p for p in parts if p is not None])
         if results is not None:
             self._gate(results)
@@ -194,13 +213,14 @@ class Check:
                     step.detail = "; ".join(f"{n} {e} (<= {t}) {v}" for n, e, t, v in verdicts) or _last_line(step)
                 self._say(f"[{step.name}] {step.status}: {step.detail}")
 
-    def _suite(self, name: str) -> Path | None:
+    def _suite(self, name: str, only: Sequence[str] = PRECISIONS) -> Path | None:
+        """The solver rows of backend ``name`` in the precisions of ``only`` it runs."""
         from zvperf.backends import BackendUnavailable, check_runnable, get_backend
 
         step = self._add(Step(f"suite {name}"))
         backend = get_backend(name)
         precisions, reasons = [], []
-        for precision in (p for p in PRECISIONS if p in backend.precisions):
+        for precision in (p for p in only if p in backend.precisions):
             try:
                 check_runnable(backend, "cuda", precision)
                 precisions.append(precision)
@@ -214,6 +234,14 @@ class Check:
         args += [f"--zv-precision={','.join(precisions)}", f"--zv-lengths={FRAMES}", f"--zv-rounds={self.args.rounds}"]
         args += ["--zv-warmup=1", "-k", SOLVER_ROWS]
         return self._pytest(step, args, SUITE_LIMIT_S[name], reasons)
+
+    def _compile_start(self) -> Path | None:
+        """compile's cold start (a fresh process, empty caches, the full-size decoder compiled) and warm start (the
+        same with the compile cache the cold one kept): the compile cost paid once per machine, and after."""
+        step = self._add(Step("compile start fp16"))
+        args = ["--zv-models=zipvoice_distill", "--zv-steps=4", "--zv-backends=compile", "--zv-precision=fp16"]
+        args += ["--zv-rounds=1", "--zv-warmup=0", "-k", COMPILE_START]
+        return self._pytest(step, args, self.args.compile_budget, [])
 
     def _guide(self) -> Path | None:
         step = self._add(Step("suite guide torch fp16"))
@@ -287,7 +315,8 @@ class Check:
         return step
 
     def _time_for(self, limit: float, reserve: float = FINISH_S) -> float:
-        return max(0.0, min(limit, self.deadline - time.monotonic() - reserve))
+        """At most ``limit`` seconds, leaving ``reserve`` and the compile steps' share (until they start)."""
+        return max(0.0, min(limit, self.deadline - time.monotonic() - reserve - self.kept_for_compile))
 
     def _execute(self, step: Step, limit: float, ok_codes: tuple[int, ...] = (0,)) -> Step:
         """Run ``step.command`` for at most ``limit`` seconds, in its own process group (all of it is stopped

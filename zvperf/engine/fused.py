@@ -1,9 +1,10 @@
-"""The switch for the fused Triton kernels of SwooshL, SwooshR and BiasNorm (zvperf.engine.fused_kernels).
+"""The switch for the fused Triton kernels of SwooshL, SwooshR, BiasNorm and the attention's score set-up
+(zvperf.engine.fused_kernels).
 
-Off by default: the engine's ``swoosh_l``, ``swoosh_r`` and ``BiasNorm.forward`` then run exactly as they always
-have (one flag read per call). Inside :func:`fused_kernels` they call the fused custom ops instead, one kernel
-each where the eager path launches 4 to 11. Triton is imported only when the kernels are first switched on, so
-the engine imports and runs without it.
+Off by default: the engine's ``swoosh_l``, ``swoosh_r``, ``BiasNorm.forward`` and ``AttentionWeights.forward`` then
+run exactly as they always have (one flag read per call). Inside :func:`fused_kernels` they call the fused custom
+ops instead, one kernel each where the eager path launches 4 to 11. Triton is imported only when the kernels are
+first switched on, so the engine imports and runs without it.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def unavailable() -> str | None:
 
 @contextlib.contextmanager
 def fused_kernels() -> Iterator[None]:
-    """Run the engine's SwooshL, SwooshR and BiasNorm through the fused kernels while inside (nestable)."""
+    """Run the engine's SwooshL, SwooshR, BiasNorm and attention probabilities through the fused kernels while inside
+    (nestable)."""
     global _active
     reason = unavailable()
     if reason:
@@ -61,3 +63,9 @@ def swoosh_r(x: Tensor) -> Tensor:
 
 def bias_norm(x: Tensor, bias: Tensor, log_scale: Tensor) -> Tensor:
     return torch.ops.zvperf.bias_norm(x, bias, log_scale)
+
+
+def relative_softmax(scores: Tensor, relative: Tensor, key_padding_mask: Tensor | None, masked_score: float) -> Tensor:
+    """Attention probabilities from the content scores and the scores against every relative offset
+    (``AttentionWeights.forward`` says how the second are laid out), in the scores' dtype."""
+    return torch.ops.zvperf.relative_softmax(scores, relative, key_padding_mask, masked_score)

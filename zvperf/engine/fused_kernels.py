@@ -1,12 +1,16 @@
-"""SwooshL, SwooshR and BiasNorm as one Triton kernel each, registered as torch custom ops (``zvperf::swoosh_l``,
-``zvperf::swoosh_r``, ``zvperf::bias_norm``) with fake implementations, so that CUDA graph capture, torch.compile
-and torch's dispatch (a custom op is one operator) take them.
+"""SwooshL, SwooshR, BiasNorm and the attention's score set-up as one Triton kernel each, registered as torch custom
+ops (``zvperf::swoosh_l``, ``zvperf::swoosh_r``, ``zvperf::bias_norm``, ``zvperf::relative_softmax``) with fake
+implementations, so that CUDA graph capture, torch.compile and torch's dispatch (a custom op is one operator) take
+them.
 
 The eager functions in zvperf.engine.zipformer widen half-precision input to an fp32 tensor, run 4 to 9 kernels on
 it and narrow the result: 6 kernels per Swoosh and 11 per BiasNorm in fp16, each reading and writing the whole
 tensor. Here each kernel reads its input once in its own dtype, computes in fp32 registers and writes once in
 the input's dtype, so the numerics are the eager functions' (the same fp32 formulas, rounded to the dtype once at
-the end) without the fp32 round-trip tensors.
+the end) without the fp32 round-trip tensors. The attention's probabilities are the largest tensors of a step
+(batch x heads x frames x frames): eagerly, the relative-position scores are re-indexed into a copy, added to the
+content scores, masked, widened to fp32, soft-maxed and narrowed, each a pass over them; the kernel reads both
+score tensors once (the relative ones at their re-indexed positions) and writes the probabilities once.
 
 Imported by zvperf.engine.fused when the kernels are first switched on: ``TRITON_INTERPRET=1`` must be in the
 environment before that import for Triton's interpreter, which runs these kernels on CPU tensors (the tests).
@@ -69,6 +73,38 @@ def _bias_norm_kernel(x_ptr, bias_ptr, log_scale_ptr, y_ptr, rows, channels, ROW
     # inv_rms * exp(log_scale) first, then times x: the eager function's order, so fp32 agrees to rounding.
     y = x * (tl.rsqrt(mean_square) * tl.exp(scale))[:, None]
     tl.store(y_ptr + row * channels + column, y.to(y_ptr.dtype.element_ty), mask=inside)
+
+
+@triton.jit
+def _relative_softmax_kernel(
+    scores_ptr, relative_ptr, mask_ptr, y_ptr, rows, heads, frames, masked_score,
+    HAS_MASK: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    """ROWS rows of the (batch, heads, frames, frames) probabilities: softmax over key j of content score (i, j) plus
+    relative score (i, j - i), keys the mask pads set to ``masked_score``. ``relative`` is (batch, heads, frames,
+    2 frames - 1): each query's scores against the offsets -(frames-1)..frames-1, offset j - i in column
+    (frames - 1) + j - i (what AttentionWeights re-indexes with a padded copy and views)."""
+    row_index = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    row = row_index[:, None]
+    key = tl.arange(0, BLOCK)[None, :]
+    inside = (row < rows) & (key < frames)
+    plane = row // frames  # utterance * heads + head
+    query = row % frames
+    content = tl.load(scores_ptr + row * frames + key, mask=inside, other=0.0)
+    relative = tl.load(relative_ptr + row * (2 * frames - 1) + (frames - 1) - query + key, mask=inside, other=0.0)
+    # The eager sum is rounded to the scores' dtype: the same here, from an fp32 sum (Triton's interpreter does not
+    # add bf16 values as numbers).
+    dtype = y_ptr.dtype.element_ty
+    score = (content.to(tl.float32) + relative.to(tl.float32)).to(dtype).to(tl.float32)
+    if HAS_MASK:
+        padded = tl.load(mask_ptr + (plane // heads) * frames + key, mask=inside, other=0) != 0
+        score = tl.where(padded, masked_score, score)
+    score = tl.where(inside, score, float("-inf"))  # columns past the last key take no share
+    # Rows past the last (not stored) get a maximum of 0 and a sum of 1: no -inf - -inf or 0/0 is computed for them.
+    real = row_index < rows
+    exponent = tl.exp(score - tl.where(real, tl.max(score, axis=1), 0.0)[:, None])
+    y = exponent / tl.where(real, tl.sum(exponent, axis=1), 1.0)[:, None]
+    tl.store(y_ptr + row * frames + key, y.to(y_ptr.dtype.element_ty), mask=inside)
 
 
 def _dense(x: Tensor) -> Tensor:
@@ -134,3 +170,25 @@ def _bias_norm(x: Tensor, bias: Tensor, log_scale: Tensor) -> Tensor:
 @_bias_norm.register_fake
 def _(x: Tensor, bias: Tensor, log_scale: Tensor) -> Tensor:
     return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("zvperf::relative_softmax", mutates_args=())
+def _relative_softmax(scores: Tensor, relative: Tensor, key_padding_mask: Tensor | None, masked_score: float) -> Tensor:
+    _on_device(scores)
+    scores, relative = scores.contiguous(), relative.contiguous()
+    batch, heads, frames, _ = scores.shape
+    y = torch.empty_like(scores)
+    rows = batch * heads * frames
+    block = triton.next_power_of_2(frames)
+    per_program = max(1, _NORM_ELEMENTS_PER_PROGRAM // block)
+    mask = key_padding_mask.contiguous() if key_padding_mask is not None else scores  # not read without a mask
+    _relative_softmax_kernel[(triton.cdiv(rows, per_program),)](
+        scores, relative, mask, y, rows, heads, frames, masked_score,
+        HAS_MASK=key_padding_mask is not None, ROWS=per_program, BLOCK=block,
+    )  # fmt: skip
+    return y
+
+
+@_relative_softmax.register_fake
+def _(scores: Tensor, relative: Tensor, key_padding_mask: Tensor | None, masked_score: float) -> Tensor:
+    return torch.empty_like(scores, memory_format=torch.contiguous_format)

@@ -63,8 +63,9 @@ def sinusoidal_embedding(values: Tensor, dim: int, max_period: float = 10000.0) 
     return embedding
 
 
-def relative_position_table(length: int, dim: int, device: torch.device) -> Tensor:
-    """Encodings of the relative offsets -(length-1) .. length-1: (2*length-1, dim), fp32.
+def relative_position_table(length: int, dim: int, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Encodings of the relative offsets -(length-1) .. length-1: (2*length-1, dim), computed in fp32 and given in
+    ``dtype`` (the layers' own, so that a half-precision step does not convert it in each layer).
 
     Offsets are squashed (log beyond sqrt(dim), then atan) before the Fourier features, so that
     near offsets are resolved finely and far ones coarsely; the last channel is a constant 1.
@@ -72,15 +73,15 @@ def relative_position_table(length: int, dim: int, device: torch.device) -> Tens
     (while a graph is exported or compiled) are computed in the graph.
     """
     if isinstance(length, int) and not torch.compiler.is_compiling():  # dynamo passes symbolic lengths as int
-        return _cached_position_encoding(length, dim, device)
-    return _position_encoding(length, dim, device)
+        return _cached_position_encoding(length, dim, device, dtype)
+    return _position_encoding(length, dim, device).to(dtype)
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_position_encoding(length: int, dim: int, device: torch.device) -> Tensor:
+def _cached_position_encoding(length: int, dim: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     # A normal (not inference-mode) tensor, since the cached table may later meet autograd-tracked code.
     with torch.inference_mode(False), torch.no_grad():
-        return _position_encoding(length, dim, device)
+        return _position_encoding(length, dim, device).to(dtype)
 
 
 def _position_encoding(length: int, dim: int, device: torch.device) -> Tensor:
@@ -175,6 +176,9 @@ class AttentionWeights(nn.Module):
         # the flattened (T, 2T) scores holds the wanted T values at flat positions (T-1) + i(2T-1) + j:
         # a view, no copy, and only reshapes and slices, so ONNX export stays dynamic in T.
         rel = self.linear_pos(pos_table.to(x.dtype))
+        if fused.active():  # the re-indexing, sum, mask and fp32 softmax in one kernel, without the padded copy
+            rel_scores = torch.matmul(p, rel.view(2 * frames - 1, heads, pd).permute(1, 2, 0))
+            return fused.relative_softmax(scores, rel_scores, key_padding_mask, _MASKED_SCORE)
         rel = F.pad(rel, (0, 0, 0, 1)).view(2 * frames, heads, pd).permute(1, 2, 0)
         rel_scores = torch.matmul(p, rel).reshape(batch, heads, 2 * frames * frames)
         rel_scores = rel_scores[..., frames - 1 : frames - 1 + frames * (2 * frames - 1)]
@@ -291,7 +295,7 @@ class ZipformerStack(nn.Module):
         self.layers = nn.ModuleList(layers)
 
     def forward(self, x: Tensor, time_emb: Tensor | None, padding_mask: Tensor | None) -> Tensor:
-        pos_table = relative_position_table(x.shape[1], self.pos_dim, x.device)
+        pos_table = relative_position_table(x.shape[1], self.pos_dim, x.device, x.dtype)
         stack_time = self.time_emb(time_emb)[:, None, :] if self.time_emb is not None else None
         for layer in self.layers:
             x = layer(x, pos_table, stack_time, padding_mask)

@@ -17,11 +17,13 @@ above ``max_spread`` of its median, a baseline entry of an older format that poo
 their medians, a throttled GPU, and a slowdown beyond the threshold that is not significant (it may be real:
 confirm it, ``zvperf.gate.confirm``).
 
-Nothing unjudged passes: a baseline entry without a result is **missing** (with the skip or error the
-run recorded) unless gate.toml expects it to be absent on this hardware, and a benchmark that failed or
-errored (a backend that disagrees with torch) **errored**; both fail the gate. A missing baseline,
-another hardware key, other CPU flags, different software versions or weights, and an injected
-slowdown are said with the verdicts.
+Nothing unjudged passes: a baseline entry the run skipped is **missing** (with the reason the run recorded)
+unless gate.toml expects it to be absent on this hardware, and a benchmark that failed or errored (a backend
+that disagrees with torch) **errored**; both fail the gate. A baseline entry the run never asked for (outside
+its matrix, or deselected) is **not run**: said and not judged, so comparing a partial or other run judges what
+it measured, never a pass; ``--require-baseline`` (CI's gate) asks for every configuration of the baseline and
+fails such a run. A missing baseline, another hardware key, other CPU flags, different software versions or
+weights, and an injected slowdown are said with the verdicts.
 
 Where gate.toml sets their thresholds, a judged benchmark's peak memory and GPU energy per second of audio are
 judged too (``zvperf.gate.metrics``): one number per run, so a plain threshold on the change against the median
@@ -50,11 +52,11 @@ from zvperf.gate.stats import MIN_SIDE, benjamini_hochberg, process_test
 from zvperf.results.schema import DESELECTED, Result, ResultsFile, Unmeasured
 
 FAIL, IMPROVED, PASS, INCONCLUSIVE, NO_BASELINE = "fail", "improved", "pass", "inconclusive", "no baseline"
-MISSING, ERRORED, SKIPPED, ABSENT = "missing", "errored", "skipped", "absent"
+MISSING, ERRORED, SKIPPED, ABSENT, NOT_RUN = "missing", "errored", "skipped", "absent", "not run"
 FAILING = (FAIL, MISSING, ERRORED)  # the statuses that fail the gate
 JUDGED = (FAIL, IMPROVED, PASS)  # a decision was reached
 # In the order the last line counts them.
-STATUSES = (FAIL, IMPROVED, PASS, INCONCLUSIVE, NO_BASELINE, MISSING, ERRORED, SKIPPED, ABSENT)
+STATUSES = (FAIL, IMPROVED, PASS, INCONCLUSIVE, NO_BASELINE, MISSING, ERRORED, SKIPPED, NOT_RUN, ABSENT)
 _COUNTED_AS = {
     FAIL: "slower",
     IMPROVED: "improved",
@@ -64,6 +66,7 @@ _COUNTED_AS = {
     MISSING: "missing",
     ERRORED: "errored",
     SKIPPED: "skipped",
+    NOT_RUN: "not in this run",
     ABSENT: "absent as expected",
 }
 NO_FIGURE = "no figure"  # a metric verdict with no figure on one side, or both
@@ -373,6 +376,12 @@ class GateReport:
         found = list(self.problems)
         if self.require_judgement and not self.judged:
             found.append("nothing was judged, and --require-baseline asks for a judgement")
+        not_run = self.count(NOT_RUN)
+        if self.require_judgement and not_run:
+            found.append(
+                f"{not_run} configurations of the baseline were not in this run, and --require-baseline asks for "
+                "every one"
+            )
         unjudgeable = self.unjudgeable
         if self.require_judgement and unjudgeable:
             found.append(
@@ -466,6 +475,9 @@ def _unmeasured_verdict(
     absence = config.absence(key, name)
     if absence is not None:
         return Verdict(name, ABSENT, key, f"expected on {absence.hardware} ({absence.reason}); the run said {said}")
+    if why is None or why.outcome == DESELECTED:
+        not_asked = why.reason if why else "outside its matrix (no result, no skip, no error recorded)"
+        return Verdict(name, NOT_RUN, key, f"in the baseline, not asked for by this run: {not_asked}")
     return Verdict(name, MISSING, key, f"in the baseline but not measured: {said}")
 
 

@@ -68,7 +68,9 @@ class BenchmarkFacts:
     peak_efficiency: float | None = None  # solver on CUDA: flop_rate / the chip's dense peak in this precision
     stages_ms: Mapping[str, float] | None = None  # e2e: median milliseconds per pipeline stage
     chunks: int | None = None  # e2e: text chunks synthesised
-    phases_s: Mapping[str, float] | None = None  # cold_start: import, load, first call
+    # cold_start: import, load, first call (median seconds); warm_import, warm_load, warm_first_call where the
+    # backend keeps its build (an export, an engine, compiled kernels) for the next process
+    phases_s: Mapping[str, float] | None = None
     injected_slowdown: float | None = None  # --zv-inject-slowdown, when one was injected
     shard: Mapping[str, Any] | None = None  # zvperf bench: which shard and GPU measured it
     # The ZipVoice checkout's rows: which checkout ran (path, commit, dirty, label), the versions of what its code

@@ -11,6 +11,13 @@ def _ms(result: Result | None) -> str:
     return f"{result.median * 1e3:.1f}" if result else "-"
 
 
+def _warm_start_ms(result: Result | None) -> str:
+    """A cold-start row's warm start (its warm_* phases added up: the second start on the machine), or "-"."""
+    phases = (result.facts.phases_s or {}) if result else {}
+    warm = [seconds for name, seconds in phases.items() if name.startswith("warm_")]
+    return f"{sum(warm) * 1e3:.1f}" if warm else "-"
+
+
 def gflops(rate: float | None) -> str:
     """A FLOP rate in GFLOP/s (1 decimal), or "-"."""
     return f"{rate / 1e9:.1f}" if rate else "-"
@@ -54,7 +61,7 @@ def rows(results: list[Result]) -> list[dict[str, str]]:
 
 
 def component_rows(results: list[Result]) -> list[dict[str, str]]:
-    """Text encoder, vocoder and cold start, per built configuration."""
+    """Text encoder, vocoder, cold and warm start, per built configuration."""
     by_config: dict[str, dict[str, Result]] = defaultdict(dict)
     for result in results:
         if result.kind in ("text_encoder", "vocoder", "cold_start"):
@@ -65,6 +72,7 @@ def component_rows(results: list[Result]) -> list[dict[str, str]]:
             "text encoder ms": _ms(kinds.get("text_encoder")),
             "vocoder ms": _ms(kinds.get("vocoder")),
             "cold start ms": _ms(kinds.get("cold_start")),
+            "warm start ms": _warm_start_ms(kinds.get("cold_start")),
         }
         for config_id, kinds in by_config.items()
     ]

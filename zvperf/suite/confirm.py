@@ -28,8 +28,8 @@ from pathlib import Path
 import zvperf
 from zvperf import processes
 from zvperf.backends.checkout import open_checkout
-from zvperf.backends.onnx_export import cache_dir
 from zvperf.errors import ZvperfError
+from zvperf.files import cache_dir
 from zvperf.gate.confirm import MIN_PROCESSES, confirmed, pytest_name, to_confirm
 from zvperf.gate.judge import GateReport
 from zvperf.results.schema import ResultsFile, load_results

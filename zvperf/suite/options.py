@@ -8,6 +8,7 @@ needs several options at once (the matrix, the prompt and its transcript) is che
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from pathlib import Path
 
@@ -135,6 +136,25 @@ MEASUREMENT_OPTIONS = (
     "zv_weights", "zv_text", "zv_prompt_wav", "zv_prompt_text", "zv_rounds", "zv_warmup", "zv_time_cap",
     "zv_zipvoice",
 )  # fmt: skip
+
+
+# The options whose value is a folder or file. pytest chooses its rootdir and configuration file before it loads
+# plugins, so "--zv-zipvoice ../ZipVoice" there reads ../ZipVoice as a test path (pytest's documented caveat for
+# plugin options that take paths); "--zv-zipvoice=../ZipVoice" does not.
+PATH_OPTIONS = ("--zv-zipvoice", "--zv-weights", "--zv-prompt-wav")
+
+
+def paths_read_as_tests(config: pytest.Config) -> list[str]:
+    """Warnings, one sentence each, for the path options given with their value as a separate argument: what
+    pytest made of it (its rootdir and configuration) and the form to write."""
+    args = list(config.invocation_params.args)
+    inifile = config.inipath or "none found"
+    return [
+        f"{option} {value}: pytest took {value} for a test path when it chose its rootdir ({config.rootpath}) and "
+        f"configuration file ({inifile}) before zvperf's options were known; write {option}={value}"
+        for option, value in itertools.pairwise(args)
+        if option in PATH_OPTIONS and Path(value).exists()
+    ]
 
 
 def measurement_args(config: pytest.Config) -> list[str]:

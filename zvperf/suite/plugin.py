@@ -26,7 +26,7 @@ from zvperf.results.summary import summary_lines
 from zvperf.suite.engines import EngineCache
 from zvperf.suite.machine import machine_summary, onnxruntime_providers
 from zvperf.suite.matrix import Combo, Config
-from zvperf.suite.options import BenchOptions, add_options
+from zvperf.suite.options import BenchOptions, add_options, paths_read_as_tests
 from zvperf.suite.session import BenchSession
 from zvperf.suite.session_gate import GateRun, session_results
 
@@ -43,6 +43,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    for warning in paths_read_as_tests(config):
+        config.issue_config_time_warning(pytest.PytestConfigWarning(warning), stacklevel=2)
     try:
         options = BenchOptions.from_config(config)
         config.stash[_GATE] = GateRun.from_config(config, options.device)
