@@ -119,7 +119,7 @@ def test_results_with_an_injected_slowdown_never_become_a_baseline(tmp_path: Pat
 
 def test_show_lists_the_entries(tmp_path: Path, capsys):
     directory = tmp_path / "bl"
-    runs = write_processes(tmp_path / "r.json", [bench("zipvoice_distill-4step-torch-fp32", spread_rounds(3.02))], 2)
+    runs = write_processes(tmp_path / "r.json", [bench("zipvoice_distill-4step-torch-fp32", spread_rounds(3.02))], 7)
     assert main(["baseline", "update", *(str(run.path) for run in runs), "--baselines-dir", str(directory)]) == 0
     assert "1 added, 0 replaced" in capsys.readouterr().out
     assert main(["baseline", "show", "--hardware-key", KEY, "--baselines-dir", str(directory)]) == 0
@@ -127,7 +127,7 @@ def test_show_lists_the_entries(tmp_path: Path, capsys):
     assert out[0] == f"{directory / KEY}.json: {KEY} (cpu Test CPU, cpu_cores 2), entries: 1"
     assert out[1].split() == ["benchmark", "median", "IQR", "rounds", "runs", "date", "commit", "weights", "previous"]
     assert out[3].split() == [
-        *ID.split(), "3.02", "s", "2.5%", "14", "2", "2026-01-02T03:04:05", "abc123", "official", "-"
+        *ID.split(), "3.04", "s", "2.3%", "49", "7", "2026-01-02T03:04:05", "abc123", "official", "-"
     ]  # fmt: skip
     assert main(["baseline", "show", "--hardware-key", "cpu-other-4c", "--baselines-dir", str(directory)]) == 2
     assert "there is no baseline file" in capsys.readouterr().err
@@ -147,9 +147,11 @@ def test_several_runs_pool_their_rounds_into_one_entry(tmp_path: Path, capsys):
     assert pooled.data == pytest.approx([1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6])
     assert pooled.process_medians == pytest.approx([1.1, 1.45]) and pooled.processes == pooled.process_medians
     assert single.runs == 1 and single.rounds == 5 and single.processes == [5.2]
-    # With them (the CLI), an entry of one run is refused: the gate's test needs two processes a side.
+    # With them (the CLI), entries too few runs pooled for the gate's three processes to reach alpha are refused.
     assert main(["baseline", "update", str(fast), str(slow), "--baselines-dir", str(tmp_path / "other")]) == 2
-    assert "such as 'only-fast solver', pooled from one run" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "could not judge 2 of 2 benchmarks against it, such as 'x solver', pooled from 2 runs" in error
+    assert "the exact test on process medians reaches alpha 0.01 from 7 baseline runs" in error
 
 
 @pytest.mark.parametrize(
@@ -212,12 +214,12 @@ def test_the_h100_baseline_says_it_cannot_judge_a_20_percent_slower_run_and_requ
     assert all("with 1/1 processes (new/baseline)" in v["reason"] for v in cannot)
     assert document[
         "failed"
-    ] and "30 of 30 configurations cannot be judged (one process on a side: pool more runs)" in (
+    ] and "30 of 30 configurations cannot be judged (too few processes a side for the exact test to reach alpha" in (
         " ".join(document["problems"])
     )
     assert main(args) == 0  # without --require-baseline it does not fail, but says so in its last line
     summary = json.loads(capsys.readouterr().out)["summary"]
-    assert "could not judge 30 of 30 (30 with one process on a side)" in summary
+    assert "could not judge 30 of 30 (30 with too few processes a side)" in summary
 
 
 def test_an_update_the_gate_could_not_judge_against_is_refused_and_writes_nothing(tmp_path: Path, capsys):
@@ -228,10 +230,14 @@ def test_an_update_the_gate_could_not_judge_against_is_refused_and_writes_nothin
     assert error.startswith(f"zvperf baseline: error: {directory / 'nvidia-h100-80gb-hbm3.json'} was not updated: ")
     assert "could not judge 30 of 30 benchmarks against it" in error and "pooled from one run" in error
     assert not (directory / "nvidia-h100-80gb-hbm3.json").exists()
-    two = write_processes(tmp_path / "two.json", [bench("a-1step", spread_rounds(0.1, n=3))], 2)
-    assert main(["baseline", "update", *(str(r.path) for r in two), "--baselines-dir", str(directory)]) == 0
+    # Three judged processes reach p < 0.01 against seven (1/120), not six (1/84).
+    six = write_processes(tmp_path / "six.json", [bench("a-1step", spread_rounds(0.1, n=3))], 6)
+    assert main(["baseline", "update", *(str(r.path) for r in six), "--baselines-dir", str(directory)]) == 2
+    assert "pooled from 6 runs" in capsys.readouterr().err
+    seven = write_processes(tmp_path / "seven.json", [bench("a-1step", spread_rounds(0.1, n=3))], 7)
+    assert main(["baseline", "update", *(str(r.path) for r in seven), "--baselines-dir", str(directory)]) == 0
     one = write_results(tmp_path / "one.json", [bench(n, spread_rounds(0.1, n=3)) for n in ("a-1step", "b-1step")])
     assert main(["baseline", "update", str(one.path), "--baselines-dir", str(directory)]) == 2
     assert "could not judge 2 of 2 benchmarks" in capsys.readouterr().err
     stored = baselines.read(directory / f"{KEY}.json")
-    assert stored is not None and stored.entries["a-1step solver"].runs == 2  # the refused update left it
+    assert stored is not None and stored.entries["a-1step solver"].runs == 7  # the refused update left it

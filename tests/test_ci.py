@@ -130,12 +130,16 @@ def test_gpu_gate_measures_with_the_heads_environment_and_judges_with_the_base_c
     assert comment[1] == "gate-$RUNNER_KEY.json" and comment[comment.index("--run-url") + 1] == "$RUN_URL"
     assert 'bash .ci/gpu-job-env >> "$GITHUB_ENV"' in lines  # caches in the job's temporary folder
     uploads = [s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact")]
-    assert uploads and "results-${{ matrix.runner.name }}.json" in uploads[0]["with"]["path"]
+    assert uploads and "results-${{ matrix.runner.name }}-*.json" in uploads[0]["with"]["path"]
+    # The gate matrix in three processes, all of them judged together.
+    assert bench[bench.index("--zv-matrix") + 1] == "gate" and "for process in 1 2 3; do" in lines
+    assert bench[bench.index("--output") + 1] == "results-$RUNNER_KEY-$process.json"
+    assert confirm[1] == "results-$RUNNER_KEY-*.json"
     assert "gate-${{ matrix.runner.name }}.json" in uploads[0]["with"]["path"]
     report = gate["jobs"]["report"]
     assert report["needs"] == "benchmark"
     merged = zvperf_commands(run_lines(report))
-    assert merged[0][:2] == ["report", "$RUNNER_TEMP/gate/results-*.json"]  # every runner's: a section per key
+    assert merged[0][:2] == ["report", "$RUNNER_TEMP/gate/results-*-1.json"]  # every runner's: a section per key
 
 
 def test_the_comment_job_alone_may_write_and_runs_only_the_base_commits_code():
@@ -179,7 +183,7 @@ def test_the_report_job_passes_with_a_note_when_no_runner_uploaded_results(tmp_p
     later = report["steps"][report["steps"].index(found) + 1 :]
     assert later and all(s["if"] == f"steps.{found['id']}.outputs.results == 'true'" for s in later)
     (tmp_path / "runner_temp" / "gate").mkdir()
-    (tmp_path / "runner_temp" / "gate" / "results-h100.json").write_text("{}")
+    (tmp_path / "runner_temp" / "gate" / "results-h100-1.json").write_text("{}")
     assert run_step(found["run"], tmp_path, {}).returncode == 0
     assert (tmp_path / "github_output").read_text() == "results=true\n"
 
@@ -402,9 +406,9 @@ def test_the_zipvoice_gate_records_outside_pull_requests(tmp_path: Path):
     (head / "zvperf-baselines" / "gate.toml").write_text("threshold = 0.1\n")
     gate = tmp_path / "runner_temp" / "gate"
     gate.mkdir(parents=True)
-    for run in (1, 2):
+    for run in range(1, 9):  # a baseline the gate's three processes can be judged against (seven at least)
         write_results(gate / f"results-{run}.json", [bench("a-1step", spread_rounds(0.1))])
-    env = {"VENV": str(tmp_path / "venv"), "ZIPVOICE_HEAD": str(head), "BASELINES_DIR": "zvperf-baselines", "RUNS": "2"}
+    env = {"VENV": str(tmp_path / "venv"), "ZIPVOICE_HEAD": str(head), "BASELINES_DIR": "zvperf-baselines", "RUNS": "8"}
     (tmp_path / "venv" / "bin").mkdir(parents=True)
     (tmp_path / "venv" / "bin" / "zvperf").symlink_to(shutil.which("zvperf"))
     completed = run_step(record["run"], tmp_path, env, workdir=gate)
@@ -555,13 +559,23 @@ def test_main_is_recorded_through_reviewed_pull_requests_from_a_job_without_secr
         s for s in pull_request["steps"] if str(s.get("uses", "")).startswith("peter-evans/create-pull-request")
     ]
     assert opens["with"]["add-paths"].split() == ["baselines/*.json", "history/*.jsonl"]
-    # By hand: three runs pooled into the baseline; every week: one run into the history, on every runner.
+    # By hand: eight runs of the gate matrix into the baseline; every week: one of the guide's into the history.
     update = workflow("baseline-update.yml")
     assert set(update["on"]) == {"workflow_dispatch"}
-    assert update["jobs"]["update"]["with"] == {"runner": "${{ inputs.runner }}", "runs": 3, "baseline": True}
+    assert update["jobs"]["update"]["with"] == {
+        "runner": "${{ inputs.runner }}",
+        "matrix": "gate",
+        "runs": 8,
+        "baseline": True,
+    }
     history = workflow("history.yml")
     assert set(history["on"]) == {"schedule", "workflow_dispatch"}
-    assert history["jobs"]["record"]["with"] == {"runner": "${{ matrix.runner }}", "runs": 1, "baseline": False}
+    assert history["jobs"]["record"]["with"] == {
+        "runner": "${{ matrix.runner }}",
+        "matrix": "guide",
+        "runs": 1,
+        "baseline": False,
+    }
     gate_runners = [r["name"] for r in workflow("gpu-gate.yml")["jobs"]["benchmark"]["strategy"]["matrix"]["runner"]]
     assert history["jobs"]["record"]["strategy"]["matrix"]["runner"] == gate_runners
     assert update["on"]["workflow_dispatch"]["inputs"]["runner"]["options"] == gate_runners

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gate_data import KEY, STORED, bench, spread_rounds, store, write_processes, write_results
+from tests.gate_data import JUDGED, KEY, STORED, bench, spread_rounds, store, write_processes, write_results
 from tests.helpers import tiny_weights, write_official_dir
 from zvperf.cli import main
 from zvperf.errors import ZvperfError
@@ -51,7 +51,7 @@ def test_a_significant_slowdown_fails_with_the_message_the_issue_asks_for(tmp_pa
     (verdict,) = report.verdicts
     assert verdict.status == judge.FAIL and not verdict.reason and not verdict.warnings
     assert verdict.message == (
-        f"{ID} solver: median 3.62 s vs baseline 3.04 s (+19.0%, p=0.003 welch, p_adj=0.003, processes=3/8, n=21/50) "
+        f"{ID} solver: median 3.62 s vs baseline 3.04 s (+19.0%, p=0.006 exact, p_adj=0.006, processes=3/8, n=21/50) "
         "on cpu-xeon-2c"
     )
     assert report.lines()[1] == f"FAIL          {verdict.message}"
@@ -239,7 +239,7 @@ def _gate_line(result: pytest.RunResult) -> str:
 
 @pytest.mark.slow
 def test_the_gate_fails_an_injected_slowdown_when_runs_without_one_pass(suite, pytester: pytest.Pytester, capsys):
-    """Each attempt: a baseline of three processes, then three processes without a change, three with a 25%
+    """Each attempt: a baseline of eight processes, then three processes without a change, three with a 25%
     slowdown, and three without again, each three judged together as `zvperf compare` judges them.
 
     Passes once the injected side fails while neither side without a change does (with the exit status and the
@@ -258,9 +258,9 @@ def test_the_gate_fails_an_injected_slowdown_when_runs_without_one_pass(suite, p
     verdicts: list[str] = []
     drifted = attempts = 0
 
-    def processes(name: str, *args: str) -> list[str]:
+    def processes(name: str, *args: str, count: int = JUDGED) -> list[str]:
         paths = []
-        for index in range(3):
+        for index in range(count):
             _, data = suite(*full_size, *args)
             path = pytester.path / f"{name}-{attempts}-{index}.json"
             path.write_text(json.dumps(data))
@@ -278,7 +278,7 @@ def test_the_gate_fails_an_injected_slowdown_when_runs_without_one_pass(suite, p
     start = time.monotonic()
     while time.monotonic() - start < FULL_SIZE_BUDGET_S:
         attempts += 1
-        assert main(["baseline", "update", *processes("base"), "--baselines-dir", "baselines"]) == 0
+        assert main(["baseline", "update", *processes("base", count=STORED), "--baselines-dir", "baselines"]) == 0
         controls = [gated()]
         injected, injected_out = gated("--zv-inject-slowdown=0.25")
         controls.append(gated())
@@ -289,7 +289,7 @@ def test_the_gate_fails_an_injected_slowdown_when_runs_without_one_pass(suite, p
             assert f"(settings from {config})" in injected_out and "injected slowdown of 25%" in injected_out
             assert "gate FAILED: judged 1 of 1 configurations (1 slower" in injected_out
             assert re.search(
-                r"^FAIL +zipvoice_distill-1step-torch-fp32-375f solver: median .* \(\+\d+\.\d%, p.*processes=3/3",
+                r"^FAIL +zipvoice_distill-1step-torch-fp32-375f solver: median .* \(\+\d+\.\d%, p.*processes=3/8",
                 injected_out,
                 re.MULTILINE,
             )
@@ -423,5 +423,5 @@ def test_calibrate_the_gate_matrix_counts_false_alarms_per_run_and_detections_pe
     assert "argument --matrix: invalid choice: 'nightly'" in capsys.readouterr().err
     assert main(["calibrate", "--slowdowns=0.1,x"]) == 2
     assert "argument --slowdowns: 'x' is not a number" in capsys.readouterr().err
-    assert main(["calibrate", "--confirm", "--processes=2"]) == 2  # an A/B needs three processes a side
-    assert "argument --processes: 2 is below 3" in capsys.readouterr().err
+    assert main(["calibrate", "--confirm", "--processes=5"]) == 2  # an A/B needs six processes a side
+    assert "argument --processes: 5 is below 6" in capsys.readouterr().err

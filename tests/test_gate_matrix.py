@@ -33,7 +33,7 @@ def test_the_gate_matrix_is_each_devices_fastest_path_of_each_model_with_its_end
         "zipvoice_distill-4step-trt-fp16-1800f",
     ]
     assert [c.id for c in cuda.utterances][:1] == ["zipvoice-16step-cudagraph-fp16"]  # end to end: the text's length
-    assert cuda.kinds == GATE_KINDS and cuda.stopping == Stopping(precision=0.01, time_cap_s=15)
+    assert cuda.kinds == GATE_KINDS and cuda.stopping == Stopping(precision=0.01, time_cap_s=6)
     cpu = expand("gate", device="cpu")
     assert [c.id for c in cpu.combos] == [
         "zipvoice-4step-torch-fp32",
@@ -117,10 +117,12 @@ def test_a_gate_matrix_run_stops_each_row_by_its_rule_and_says_why_and_leaves_co
 def test_expected_rounds_follow_the_stopping_rule_from_the_measured_spread():
     chosen = GATE_PRESETS["cuda"]
     assert expected_rounds(0.2, 0.003, chosen) == (chosen.rounds, "precise")  # a CUDA graph's 0.3% IQR
-    # 8% IQR: (1.96 x 1.2533 x 0.08 / 1.349 / 0.01)^2 = 212 rounds; 0.2 s rounds reach the 15 s cap after 75.
-    assert expected_rounds(0.2, 0.08, chosen) == (50, "max rounds")
-    assert expected_rounds(0.5, 0.08, chosen) == (30, "time cap")
-    assert expected_rounds(0.5, 0.02, chosen) == (14, "precise")
+    # 8% IQR: (1.96 x 1.2533 x 0.08 / 1.349 / 0.01)^2 = 212 rounds; 0.2 s rounds reach the 6 s cap after 30,
+    # 0.05 s rounds the 50 a baseline stores first.
+    assert expected_rounds(0.2, 0.08, chosen) == (30, "time cap")
+    assert expected_rounds(0.05, 0.08, chosen) == (50, "max rounds")
+    assert expected_rounds(0.5, 0.02, chosen) == (12, "time cap")  # 14 rounds would reach 1%
+    assert expected_rounds(0.5, 0.015, chosen) == (8, "precise")
     assert expected_rounds(0.5, 0.9, preset("guide", "cuda")) == (10, "fixed")
 
 
@@ -128,7 +130,7 @@ def test_the_dry_run_prints_the_gate_jobs_time_to_verdict_from_the_h100_run(caps
     assert main(["bench", "--dry-run", "--measured", str(H100)]) == 0
     out = capsys.readouterr().out.splitlines()
     measured = load_results(H100)
-    estimate = verdict_time(row_ids(expand("gate", device="cuda")), measured, GATE_PRESETS["cuda"], 26.2, 3)
+    estimate = verdict_time(row_ids(expand("gate", device="cuda")), measured, GATE_PRESETS["cuda"], 26.2, 6)
     assert out[0].startswith("zvperf bench --dry-run: the gate matrix on cuda, from ") and "nothing runs" in out[0]
     rows = {line.split()[0]: line for line in out[3:] if line.startswith("zipvoice")}
     graph = next(r for r in measured.results if r.id == "zipvoice-16step-cudagraph-fp16-1800f solver")
@@ -139,7 +141,7 @@ def test_the_dry_run_prints_the_gate_jobs_time_to_verdict_from_the_h100_run(caps
     assert estimate.process_seconds == H100_PROCESS_SECONDS and estimate.processes == 3
     assert estimate.judged_seconds == pytest.approx(3 * (H100_PROCESS_SECONDS + sum(r.seconds for r in estimate.rows)))
     longest = sorted(r.seconds for r in estimate.rows)[-3:]
-    assert estimate.confirm_seconds == pytest.approx(2 * 3 * (H100_PROCESS_SECONDS + sum(longest)))
+    assert estimate.confirm_seconds == pytest.approx(2 * 6 * (H100_PROCESS_SECONDS + sum(longest)))
     assert out[-1] == f"expected time to verdict: {estimate.total_seconds / 60:.1f} min"
     assert estimate.total_seconds <= 15 * 60  # the target: 15 minutes on one H100, A/B of three rows included
     assert main(["bench", "--dry-run", "--measured", "nowhere.json"]) == 2

@@ -4,7 +4,6 @@ p-values, CPU hardware keys, and the Markdown and JSON reports."""
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import statistics
 from pathlib import Path
@@ -220,7 +219,7 @@ def test_exact_p_values_for_10_against_30_rounds_and_the_method_is_named():
     assert big.method == stats.NORMAL
 
 
-def test_the_gate_tests_the_processes_medians_with_welchs_t_on_their_logarithms(tmp_path: Path):
+def test_the_gate_tests_the_processes_medians_with_the_exact_mann_whitney_u(tmp_path: Path):
     """Rounds pooled on each side, the medians of their processes tested: 3 judged against 8 stored."""
     old = [0.100 + 0.001 * i for i in range(30)]
     new = [0.1255 + 0.001 * i for i in range(10)]
@@ -228,15 +227,16 @@ def test_the_gate_tests_the_processes_medians_with_welchs_t_on_their_logarithms(
     wide = GateConfig(Rule(max_spread=1.0))  # the stored rounds spread 13% of their median
     report = judge.compare(judged, _stored_with(tmp_path, [bench(A, old)]), wide)
     (verdict,) = report.verdicts
-    from scipy.stats import ttest_ind
+    from scipy.stats import mannwhitneyu
 
-    logs = [math.log(r.results[0].median) for r in judged]
-    stored = [math.log(statistics.median(old) * (1 + 0.002 * i)) for i in range(STORED)]
-    expected = ttest_ind(logs, stored, equal_var=False, alternative="greater").pvalue
-    assert verdict.method == stats.WELCH and verdict.rounds == (30, 50) and verdict.processes == (3, STORED)
+    medians = [r.results[0].median for r in judged]
+    stored = [statistics.median(old) * (1 + 0.002 * i) for i in range(STORED)]
+    expected = mannwhitneyu(medians, stored, alternative="greater", method="exact").pvalue
+    assert expected == pytest.approx(1 / 165)  # every judged median above every stored one: the test's floor
+    assert verdict.method == stats.EXACT and verdict.rounds == (30, 50) and verdict.processes == (3, STORED)
     assert verdict.p == pytest.approx(expected) and verdict.status == judge.FAIL
     assert (
-        f"{judge.p_text(expected)} welch, {judge.p_text(expected, 'p_adj')}, processes=3/8, n=30/50" in verdict.message
+        f"{judge.p_text(expected)} exact, {judge.p_text(expected, 'p_adj')}, processes=3/8, n=30/50" in verdict.message
     )
     # One process on either side cannot be judged, whatever its change: never a pass.
     alone = judge.compare(judged[:1], _stored_with(tmp_path / "same", [bench(A, new)]), GateConfig())
@@ -246,8 +246,20 @@ def test_the_gate_tests_the_processes_medians_with_welchs_t_on_their_logarithms(
         "one process cannot be judged: with 1/8 processes (new/baseline) a side's drift cannot be told from a change, "
         "and the test on the processes' medians needs 2 a side"
     )
-    assert stats.process_test([1.0, 1.0], [1.0, 1.0], slower=True) == stats.RankTest(1.0, stats.WELCH)  # no spread
-    assert stats.process_test([1.1, 1.1], [1.0, 1.0], slower=True) == stats.RankTest(0.0, stats.WELCH)
+    # Nor can three against three, however much slower: the exact test's smallest p there is 1/20.
+    three = tmp_path / "three"
+    three.mkdir()
+    few = judge.compare(judged, store(three / "stored", three / "stored.json", [bench(A, old)], count=3), wide)
+    (verdict,) = few.verdicts
+    assert (verdict.status, verdict.processes, verdict.p) == (judge.INCONCLUSIVE, (3, 3), pytest.approx(0.05))
+    assert verdict.reason == (
+        "3/3 processes (new/baseline) cannot be judged: the exact test on their medians gives p = 0.05 at the least, "
+        "not below alpha 0.01; run more processes"
+    )
+    assert few.lines()[-1].startswith("gate found no slowdown, but could not judge 1 of 1 (1 with too few processes")
+    assert stats.process_test([1.2, 1.1], [1.0, 1.05], slower=True) == stats.RankTest(pytest.approx(1 / 6), stats.EXACT)
+    assert stats.process_test([1.0, 1.0], [1.0, 1.0], slower=True) == stats.RankTest(1.0, stats.PERMUTATION_EXACT)
+    assert stats.process_test([1.0], [1.0, 1.1], slower=True) is None
 
 
 def _stored_with(tmp_path: Path, rounds: list[dict]) -> Path:
@@ -259,8 +271,8 @@ def test_benjamini_hochberg_adjusts_every_p_value_of_a_run_and_the_threshold_sti
     assert stats.benjamini_hochberg([0.01, 0.02, 0.03, 0.2, 0.001]) == pytest.approx(
         [0.025, 0.02 * 5 / 3, 0.0375, 0.2, 0.005]
     )
-    # Five benchmarks 20% slower, their three processes 3% apart: Welch's p = 0.00325 each. Alone or adjusted over
-    # five they fail ...
+    # Five benchmarks 20% slower, each of their three processes above the eight stored: the exact p = 1/165 each.
+    # Alone or adjusted over five they fail ...
     old = [2.95, 2.98, 3.00, 3.02, 3.05, 3.08, 3.34]
     new = [3.31, 3.32, 3.33, 3.61, 3.62, 3.63, 3.64]
     names = [f"m{i}-1step" for i in range(5)]
@@ -269,7 +281,7 @@ def test_benjamini_hochberg_adjusts_every_p_value_of_a_run_and_the_threshold_sti
     report = judge.compare(write_processes(tmp_path / "run.json", run, step=0.03), stored, GateConfig())
     slower = [v for v in report.verdicts if v.id.startswith("m")]
     p = slower[0].p
-    assert p == pytest.approx(0.00325, abs=1e-5) and all(v.p == pytest.approx(p) for v in slower)
+    assert p == pytest.approx(1 / 165) and all(v.p == pytest.approx(p) for v in slower)
     # ... but among 25 tests (20 unchanged) their adjusted p is 25/5 times larger: above alpha 0.01.
     assert all(v.p_adjusted == pytest.approx(p * 25 / 5) for v in slower)
     assert {(v.status, v.reason) for v in slower} == {
@@ -305,7 +317,7 @@ def test_markdown_and_json_reports(tmp_path: Path, stored: Path, capsys):
     assert header + "GPU clock, temperature, throttling |" in lines
     rows = {cells[0]: cells for cells in map(table_cells, lines) if cells}
     assert rows[f"`{A} solver`"][1:4] == ["125.2 ms", "100.7 ms (baseline)", "+24.4%"]
-    assert rows[f"`{A} solver`"][4].endswith("(welch)") and rows[f"`{A} solver`"][6:8] == ["3/8 (21/50)", "**FAIL**"]
+    assert rows[f"`{A} solver`"][4].endswith("(exact)") and rows[f"`{A} solver`"][6:8] == ["3/8 (21/50)", "**FAIL**"]
     assert plain(rows[f"`{A} solver`"][8]) == "1980 MHz, 61 C, not throttled"
     # The missing ones fail too: in the same table, above the fold, a pipe in a reason kept inside its cell.
     missing = plain(rows[f"`{B} solver`"][7])
@@ -317,7 +329,7 @@ def test_markdown_and_json_reports(tmp_path: Path, stored: Path, capsys):
     document = json.loads(capsys.readouterr().out)
     assert document["failed"] and document["judged"] == 1 and document["hardware_key"] == KEY
     first = document["verdicts"][0]
-    assert first["status"] == "fail" and first["method"] == "welch" and first["failing"]
+    assert first["status"] == "fail" and first["method"] == "exact" and first["failing"]
     assert first["p_adjusted"] == pytest.approx(first["p"]) and first["rounds"] == [21, 50]
     assert first["processes"] == [3, 8]
     assert render(judge.compare(results, stored, GateConfig()), "md") == md

@@ -197,10 +197,10 @@ def test_zvperf_confirm_between_two_zipvoice_commits(run_official, checkout_copy
     """Two commits of the user's ZipVoice, A/B under one zvperf: one that runs the distilled decoder four times per
     evaluation fails with its commit named; one that changes a comment passes. One torch thread, as in
     tests/test_confirm.py (two threads on two busy cores wait at every barrier), and a threshold of 50% (the
-    decoder four times is about +300%, far beyond what three processes' medians a side need: a doubled one, +97%,
-    came out at p = 0.015 on a loaded machine, where processes of identical code have differed by tens of percent
-    and rounds spread far past the default 10% IQR limit): what is tested is that the sides differ in their
-    checkout alone."""
+    decoder four times is about +300%, far beyond what six processes' medians a side need; a doubled one, +97%,
+    came out at p = 0.015 with three a side on a loaded machine, where processes of identical code have differed
+    by tens of percent and rounds spread far past the default 10% IQR limit): what is tested is that the sides
+    differ in their checkout alone."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -232,7 +232,7 @@ def test_zvperf_confirm_between_two_zipvoice_commits(run_official, checkout_copy
             assert code == expected, out
             assert verdict.startswith("FAIL" if expected else ("pass", "improved")), out
             assert f"vs base ZipVoice {base_commit[:12]}" in verdict
-            assert f"3 base (ZipVoice {base_commit[:12]}) and 3 head (ZipVoice {commit[:12]})" in verdict
+            assert f"6 base (ZipVoice {base_commit[:12]}) and 6 head (ZipVoice {commit[:12]})" in verdict
     finally:
         torch.set_num_threads(threads)
 

@@ -34,7 +34,7 @@ from zvperf.gate import baselines, judge
 from zvperf.gate.config import GateConfig, load_config
 from zvperf.gate.confirm import MIN_PROCESSES
 from zvperf.gate.options import add_gate_options
-from zvperf.gate.stats import MIN_SIDE
+from zvperf.gate.stats import BASELINE_PROCESSES, JUDGED_PROCESSES, MIN_SIDE
 from zvperf.results.schema import ResultsFile, load_results
 from zvperf.results.summary import format_table
 from zvperf.suite.confirm import confirm_report, zvperf_sides
@@ -63,13 +63,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--baseline-runs",
         type=bounded_int(MIN_SIDE),  # one run a side cannot be judged: the test compares process medians
         help="runs pooled into each repetition's baseline, as `zvperf baseline update A.json B.json ...` does "
-        f"(default: the matrix's, else {MIN_PROCESSES})",
+        f"(default: the matrix's, else {BASELINE_PROCESSES})",
     )
     p.add_argument(
         "--judged-runs",
         type=bounded_int(MIN_SIDE),  # one run a side cannot be judged: the test compares process medians
         help="runs pooled into each judged side, as `zvperf compare A.json B.json ...` does (default: the matrix's, "
-        f"else {MIN_PROCESSES})",
+        f"else {JUDGED_PROCESSES})",
     )
     p.add_argument(
         "--slowdowns",
@@ -128,9 +128,9 @@ def calibrate(
     pytest_args: list[str],
     config: GateConfig,
     keep: Path | None = None,
-    baseline_runs: int = MIN_PROCESSES,
+    baseline_runs: int = BASELINE_PROCESSES,
     confirm_processes: int | None = None,
-    judged_runs: int = MIN_PROCESSES,
+    judged_runs: int = JUDGED_PROCESSES,
 ) -> Tallies:
     """Verdicts per injected slowdown, over ``runs`` repetitions; with ``confirm_processes`` each failed or
     inconclusive verdict is confirmed A/B too (this code as the base, the injection in the head's processes)."""
@@ -228,8 +228,8 @@ def _per_row(tallies: Tallies) -> list[dict[str, str]]:
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.gate_config, args.baselines_dir)
     pytest_args = args.pytest_args or ([] if args.matrix else list(DEFAULT_PYTEST_ARGS))
-    # The gate's test compares processes, two a side at least: as many as an A/B confirmation runs, by default.
-    baseline_runs, judged_runs = args.baseline_runs or MIN_PROCESSES, args.judged_runs or MIN_PROCESSES
+    # The gate's test compares processes: as many a side as the gate matrix's, by default.
+    baseline_runs, judged_runs = args.baseline_runs or BASELINE_PROCESSES, args.judged_runs or JUDGED_PROCESSES
     sizes = args.slowdowns
     if args.matrix:
         device = args.device or _default_device()

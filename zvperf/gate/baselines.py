@@ -30,7 +30,8 @@ Baseline format history (``format``; a file without it is format 1):
 A file of a newer format is refused with one sentence and left as it is.
 
 Given the gate's settings, an update whose entries the gate could never judge is refused, and nothing is written:
-an entry pooled from fewer runs than the gate's test needs a side (two: ``zvperf.gate.stats.MIN_SIDE``).
+an entry pooled from fewer runs than the exact test on process medians needs to reach alpha against the gate
+matrix's three judged processes (seven at alpha 0.01: ``zvperf.gate.stats.processes_needed``).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from zvperf.errors import ZvperfError
 from zvperf.files import locked, write_atomic
 from zvperf.gate import metrics
 from zvperf.gate.config import GateConfig
-from zvperf.gate.stats import MIN_SIDE
+from zvperf.gate.stats import JUDGED_PROCESSES, MIN_SIDE, processes_needed
 from zvperf.results.schema import Result, ResultsFile
 from zvperf.results.stores import SOFTWARE_KEYS as SOFTWARE_KEYS  # re-exported: the gate names them from here
 from zvperf.results.stores import key_path, keys_in, machine_summary, order_statistics, run_versions
@@ -262,21 +263,26 @@ def same_stack(runs: Sequence[ResultsFile], pooled_into: str) -> None:
                 )
 
 
-def _refuse_unjudgeable(path: Path, new: dict[str, Entry]) -> None:
-    """Raise when no run could be judged against an entry: fewer pooled runs than the test needs a side."""
-    unjudgeable = [name for name, entry in new.items() if entry.runs < MIN_SIDE]
+def _refuse_unjudgeable(path: Path, new: dict[str, Entry], config: GateConfig) -> None:
+    """Raise when a gated run could not be judged against an entry: with the gate matrix's judged processes, too
+    few pooled runs for the exact test on process medians ever to give p below the entry's alpha."""
+    needed = {name: max(MIN_SIDE, processes_needed(JUDGED_PROCESSES, config.rule(name).alpha)) for name in new}
+    unjudgeable = [name for name, entry in new.items() if entry.runs < needed[name]]
     if unjudgeable:
+        first = unjudgeable[0]
+        runs, alpha = new[first].runs, config.rule(first).alpha
         raise ZvperfError(
             f"{path} was not updated: the gate could not judge {len(unjudgeable)} of {len(new)} benchmarks against "
-            f"it, such as {unjudgeable[0]!r}, pooled from one run: its test compares the medians of {MIN_SIDE} "
-            "processes a side at least; pool more runs (zvperf baseline update A.json B.json ...)."
+            f"it, such as {first!r}, pooled from {'one run' if runs == 1 else f'{runs} runs'}: against the "
+            f"{JUDGED_PROCESSES} processes a gated run judges, the exact test on process medians reaches alpha "
+            f"{alpha:g} from {needed[first]} baseline runs; pool more (zvperf baseline update A.json B.json ...)."
         )
 
 
 def update(directory: Path, *runs: ResultsFile, config: GateConfig | None = None) -> UpdateSummary:
     """Merge the results of one or more runs into the baseline file of their hardware key (only that file is
     touched). Several runs of the same benchmark pool their rounds into one entry. With the gate's ``config``, an
-    update with entries the gate could not judge (pooled from one run) is refused."""
+    update with entries the gate could not judge (too few runs pooled) is refused."""
     for run in runs:
         if "hardware_key" not in run.zvperf_machine:
             raise ZvperfError(f"{run.path}: machine_info.zvperf has no hardware_key to file the baseline under.")
@@ -296,7 +302,7 @@ def update(directory: Path, *runs: ResultsFile, config: GateConfig | None = None
     with locked(path):
         current = read(path) or BaselineFile(path, runs[0].hardware_key, {}, {})  # a broken file is said first
         if config is not None:
-            _refuse_unjudgeable(path, new)
+            _refuse_unjudgeable(path, new, config)
         current.machine = machine_summary(runs[0])
         for name, entry in new.items():
             old = current.entries.get(name)

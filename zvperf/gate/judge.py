@@ -1,21 +1,22 @@
 """The regression gate: judge each result against its baseline on the same hardware key.
 
 A benchmark **fails** when its median is slower than the baseline's by more than the threshold (default 10%)
-*and* a one-sided Welch's t-test on the logarithms of the medians of the separate processes on each side says
-the new ones are larger (p < alpha, default 0.01, after the Benjamini-Hochberg adjustment over every test of the
-run: ``zvperf.gate.stats``). The run's side pools the processes it was given (``zvperf compare A.json B.json
-C.json``; the gate matrix runs three), the baseline the runs it was updated from. On processes, not rounds: a
-process's rounds share its state, and processes of unchanged code differ by more than their rounds do (a text
-encoder measured 21% slower in one process than in three others, every round of it above theirs: p = 0.001 on
-rounds, and no change). The threshold keeps a significant but negligible drift from failing; the test keeps a
-noisy median from failing.
+*and* a one-sided exact Mann-Whitney U test on the medians of the separate processes on each side says the new
+ones are larger (p < alpha, default 0.01, after the Benjamini-Hochberg adjustment over every test of the run:
+``zvperf.gate.stats``). The run's side pools the processes it was given (``zvperf compare A.json B.json C.json``;
+the gate matrix runs three), the baseline the runs it was updated from (the gate matrix's eight). On processes,
+not rounds: a process's rounds share its state, and processes of unchanged code differ by more than their rounds
+do (a text encoder measured 21% slower in one process than in three others, every round of it above theirs:
+p = 0.001 on rounds, and no change). The threshold keeps a significant but negligible drift from failing; the test
+keeps a noisy median from failing.
 
-A side of one process cannot be judged: its drift cannot be told from a change, and the test needs each side's
-spread. Such a row is *inconclusive* and says so, never a pass, and ``--require-baseline`` fails the run (pool more
-runs, or let CI's A/B confirmation judge it). Inconclusive too: a result or baseline whose pooled rounds' IQR is
-above ``max_spread`` of its median, a baseline entry of an older format that pooled several runs without keeping
-their medians, a throttled GPU, and a slowdown beyond the threshold that is not significant (it may be real:
-confirm it, ``zvperf.gate.confirm``).
+A side of one process cannot be judged: its drift cannot be told from a change. Nor can sides too small for the
+exact test ever to reach alpha (its smallest p is 1 / C(k+m, k): 0.05 for three processes against three, 0.006
+for three against eight). Such a row is *inconclusive* and says so, never a pass, and ``--require-baseline`` fails
+the run (pool more runs, or let CI's A/B confirmation judge it). Inconclusive too: a result or baseline whose
+pooled rounds' IQR is above ``max_spread`` of its median, a baseline entry of an older format that pooled several
+runs without keeping their medians, a throttled GPU, and a slowdown beyond the threshold that is not significant
+(it may be real: confirm it, ``zvperf.gate.confirm``).
 
 Nothing unjudged passes: a baseline entry the run skipped is **missing** (with the reason the run recorded)
 unless gate.toml expects it to be absent on this hardware, and a benchmark that failed or errored (a backend
@@ -48,7 +49,7 @@ from zvperf.gate import baselines, metrics
 from zvperf.gate.baselines import Entry
 from zvperf.gate.config import CONFIG_NAME, GateConfig, Rule
 from zvperf.gate.numbers import p_number, seconds
-from zvperf.gate.stats import MIN_SIDE, benjamini_hochberg, process_test
+from zvperf.gate.stats import MIN_SIDE, benjamini_hochberg, min_p_value, process_test, reaches_alpha
 from zvperf.results.schema import DESELECTED, Result, ResultsFile, Unmeasured
 
 FAIL, IMPROVED, PASS, INCONCLUSIVE, NO_BASELINE = "fail", "improved", "pass", "inconclusive", "no baseline"
@@ -173,7 +174,7 @@ class Verdict:
     median: float | None = None
     baseline_median: float | None = None
     change: float | None = None  # new median / baseline median - 1
-    p: float | None = None  # one-sided Mann-Whitney U
+    p: float | None = None  # one-sided exact Mann-Whitney U on the process medians
     p_adjusted: float | None = None  # Benjamini-Hochberg over the run's tests
     method: str | None = None  # how p was computed (zvperf.gate.stats)
     rounds: tuple[int, int] | None = None  # (new, baseline)
@@ -220,15 +221,20 @@ class Verdict:
 
     @property
     def unjudgeable(self) -> bool:
-        """No test could judge this row: a side has fewer processes than the test needs."""
-        return self.processes is not None and min(self.processes) < MIN_SIDE
+        """No test could judge this row: with this many processes a side the exact test never reaches alpha."""
+        return self.processes is not None and not reaches_alpha(*self.processes, self.rule.alpha)
 
     def _unjudgeable_reason(self) -> str:
         assert self.processes is not None
         k, m = self.processes
+        if min(k, m) < MIN_SIDE:
+            return (
+                f"one process cannot be judged: with {k}/{m} processes (new/baseline) a side's drift cannot be told "
+                f"from a change, and the test on the processes' medians needs {MIN_SIDE} a side"
+            )
         return (
-            f"one process cannot be judged: with {k}/{m} processes (new/baseline) a side's drift cannot be told from "
-            f"a change, and the test on the processes' medians needs {MIN_SIDE} a side"
+            f"{k}/{m} processes (new/baseline) cannot be judged: the exact test on their medians gives p = "
+            f"{min_p_value(k, m):.3g} at the least, not below alpha {self.rule.alpha:g}; run more processes"
         )
 
     def decide(self) -> None:
@@ -385,8 +391,8 @@ class GateReport:
         unjudgeable = self.unjudgeable
         if self.require_judgement and unjudgeable:
             found.append(
-                f"{unjudgeable} of {len(self.verdicts)} configurations cannot be judged (one process on a side: pool "
-                "more runs), and --require-baseline asks for a judgement"
+                f"{unjudgeable} of {len(self.verdicts)} configurations cannot be judged (too few processes a side for "
+                "the exact test to reach alpha: pool more runs), and --require-baseline asks for a judgement"
             )
         return found
 
@@ -418,8 +424,8 @@ class GateReport:
         figures_rule = f", when {' or '.join(figures)} (one figure per run: no test)" if figures else ""
         return (
             f"zvperf gate on {self.hardware_key} against {self.path} - fails when a median is over "
-            f"{rule.threshold:.0%} slower and a one-sided Welch's t-test on the processes' log medians gives p < "
-            f"{rule.alpha:g} after the Benjamini-Hochberg adjustment{figures_rule}, and when a configuration is "
+            f"{rule.threshold:.0%} slower and a one-sided exact Mann-Whitney U test on the processes' medians gives "
+            f"p < {rule.alpha:g} after the Benjamini-Hochberg adjustment{figures_rule}, and when a configuration is "
             f"missing or errored ({settings})"
         )
 
@@ -437,7 +443,7 @@ class GateReport:
         """The last line: the outcome, and how many configurations were judged."""
         total = len(self.verdicts)
         unjudged = total - self.judged - self.count(ABSENT)
-        cannot = f" ({self.unjudgeable} with one process on a side)" if self.unjudgeable else ""
+        cannot = f" ({self.unjudgeable} with too few processes a side)" if self.unjudgeable else ""
         if self.failed:
             unmet = self.unmet
             outcome = "FAILED" + (f" ({'; '.join(unmet)})" if unmet else "")

@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 
 from zvperf.errors import ZvperfError
+from zvperf.gate.stats import BASELINE_PROCESSES, JUDGED_PROCESSES
 from zvperf.results.schema import KINDS
 
 MIN_FRAMES = 16  # the shortest decoder input every backend takes (the TensorRT profile's lower end)
@@ -101,7 +102,7 @@ class Preset:
     kinds: tuple[str, ...] = KINDS  # the benchmarks it times (zvperf.results.schema.KINDS)
     stopping: Stopping | None = None  # None: exactly ``rounds`` rounds
     # Separate processes a gated run pools, and a baseline for it: the gate's test compares their medians
-    # (zvperf.gate.stats.process_test), two a side at least.
+    # (zvperf.gate.stats.process_test), enough a side for its p to reach alpha.
     processes: int = 1
     baseline_processes: int = 1
 
@@ -143,9 +144,9 @@ PRESETS: dict[str, Preset] = {
 # What a pull request needs judged (docs/gate.md, *The gate matrix*), per device: each model on the fastest path the
 # guide's report found for it there, with its end-to-end, text-encoder and vocoder rows (cold starts, seconds a
 # round, stay with the guide matrix on main). Rows run until their median is known to the stopping rule's
-# precision or its time cap. The gate's test compares the medians of separate processes (zvperf.gate.stats), two a
-# side at least: three judged ones show their own spread, as A/B confirmation's three a side do, against a baseline
-# of eight, whose spread the test then knows with seven degrees of freedom.
+# precision or its time cap. The gate's test compares the medians of separate processes (zvperf.gate.stats): three
+# judged ones against a baseline of eight, whose exact test reaches p = 1/165 (a slowdown of every row passes
+# alpha after the adjustment over them; one row's alone goes to the A/B confirmation's six processes a side).
 _GATE_KINDS = ("solver", "e2e", "text_encoder", "vocoder")
 GATE_PRESETS: dict[str, Preset] = {
     # CUDA graphs, not launch-bound eager rows (reports/nvidia-h100-80gb-hbm3: 2.1x and 4.3x faster than eager fp16,
@@ -160,9 +161,9 @@ GATE_PRESETS: dict[str, Preset] = {
         rounds=6,
         cold_rounds=0,
         kinds=_GATE_KINDS,
-        stopping=Stopping(precision=0.01, time_cap_s=15),
-        processes=3,
-        baseline_processes=8,
+        stopping=Stopping(precision=0.01, time_cap_s=6),
+        processes=JUDGED_PROCESSES,
+        baseline_processes=BASELINE_PROCESSES,
     ),
     # The CPU guide's fastest row of each model (reports/cpu: zipvoice at 4 steps, zipvoice_distill at 2): torch
     # in bf16 where the CPU runs it natively (else those rows skip, saying so) and in fp32; a 2-core machine's
@@ -177,8 +178,8 @@ GATE_PRESETS: dict[str, Preset] = {
         cold_rounds=0,
         kinds=_GATE_KINDS,
         stopping=Stopping(precision=0.02, time_cap_s=60),
-        processes=3,
-        baseline_processes=8,
+        processes=JUDGED_PROCESSES,
+        baseline_processes=BASELINE_PROCESSES,
     ),
 }
 PRESET_NAMES = (*PRESETS, "gate")
