@@ -395,7 +395,7 @@ def test_calibrate_the_gate_matrix_counts_false_alarms_per_run_and_detections_pe
     takes): a baseline of two processes, two unchanged, two 100% slower, each side judged together."""
     # In pytester's own directory: calibrate finds the benchmarks in the installed package, not in a checkout.
     short = ["--zv-lengths=100", "--zv-rounds=3", "--zv-warmup=0"]
-    suite_args = [f"--zv-weights={tiny_dir}", *short, "-k", "zipvoice_distill-2step-torch-fp32 and solver"]
+    suite_args = [f"--zv-weights={tiny_dir}", *short, "-k", "zipvoice_distill-4step-torch-fp32 and solver"]
     counts = ["--runs=1", "--baseline-runs=2", "--judged-runs=2", "--slowdowns=1"]
     assert main(["calibrate", "--matrix=gate", "--device=cpu", *counts, "--", *suite_args]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -404,7 +404,7 @@ def test_calibrate_the_gate_matrix_counts_false_alarms_per_run_and_detections_pe
         "--zv-matrix=gate --zv-device=cpu"
     )
     assert "baselines pooled from 2 run(s), judged sides from 2" in out[0]
-    row = "zipvoice_distill-2step-torch-fp32-100f solver"
+    row = "zipvoice_distill-4step-torch-fp32-100f solver"
     assert re.match(rf"run 1/1, injected 0%: {row} \w+ \([+-]\d", out[1])
     assert re.match(rf"run 1/1, injected 100%: {row} \w+ \([+-]\d", out[2])
     assert out[3].split() == ["injected", "runs", "rows", "judged", "fail", "inconclusive", "pass", "improved", "rate"]
@@ -425,3 +425,37 @@ def test_calibrate_the_gate_matrix_counts_false_alarms_per_run_and_detections_pe
     assert "argument --slowdowns: 'x' is not a number" in capsys.readouterr().err
     assert main(["calibrate", "--confirm", "--processes=5"]) == 2  # an A/B needs six processes a side
     assert "argument --processes: 5 is below 6" in capsys.readouterr().err
+
+
+def test_calibrate_from_a_pool_draws_every_side_from_the_kept_processes_and_scales_the_slowdowns(
+    tmp_path: Path, capsys
+):
+    """Twelve kept processes of unchanged code (0.2% apart), no benchmark run: each repetition draws a baseline of
+    eight and a judged side of three; unchanged they pass, scaled 25% slower they fail, and the A/B draws six a
+    side from the same pool."""
+    pool = write_processes(tmp_path / "pool.json", [bench(ID, spread_rounds(0.1))], 12)
+    assert [run.path.name for run in pool][:2] == ["pool-1.json", "pool-2.json"]
+    args = ["calibrate", "--pool=12", f"--keep={tmp_path}", "--runs=3", "--slowdowns=0.25", "--confirm"]
+    assert main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == (
+        "drawn from a pool of 12 processes of the unchanged code, slowdowns scaled into their round times: the "
+        "repetitions share processes and are not independent"
+    )
+    assert out[2:14] == [f"process {i}/12 kept" for i in range(1, 13)]
+    runs = out[14:20]
+    assert all(
+        re.match(rf"run \d/3, injected 0%: {ID} solver pass \([+-]0\.\d%\); confirmed: ", line) for line in runs[::2]
+    )
+    assert all(
+        re.match(rf"run \d/3, injected 25%: {ID} solver fail \(\+2\d\.\d%\); confirmed: ", line) for line in runs[1::2]
+    )
+    rates = [line for line in out if "false alarms" in line or "detected 100%" in line]
+    assert len(rates) == 2 and "false alarms 0% (0/3 runs)" in rates[0] and "detected 100% (3/3 rows)" in rates[1]
+    # The scaled copies say what they are; the kept processes are untouched.
+    copy = load_results(next(tmp_path.glob("1-judged-0.25-1.json")))
+    assert copy.results[0].facts.injected_slowdown == pytest.approx(0.25)
+    assert load_results(pool[0].path).results[0].data == pool[0].results[0].data
+    # Too few processes for a repetition's distinct draws: one sentence, nothing measured.
+    assert main(["calibrate", "--pool=11", f"--keep={tmp_path}", "--confirm", "--processes=6"]) == 2
+    assert "--pool 11 is too small: a repetition draws 12 distinct processes from it" in capsys.readouterr().err

@@ -38,8 +38,8 @@ def test_the_gate_matrix_is_each_devices_fastest_path_of_each_model_with_its_end
     assert [c.id for c in cpu.combos] == [
         "zipvoice-4step-torch-fp32",
         "zipvoice-4step-torch-bf16",
-        "zipvoice_distill-2step-torch-fp32",
-        "zipvoice_distill-2step-torch-bf16",
+        "zipvoice_distill-4step-torch-fp32",
+        "zipvoice_distill-4step-torch-bf16",
     ]
     with_checkout = expand("gate", device="cuda", checkout_device="cuda")
     assert {"cudagraph", "trt", "official"} <= {c.backend for c in with_checkout.configs}  # the checkout's own rows
@@ -82,7 +82,7 @@ def test_a_gate_matrix_run_stops_each_row_by_its_rule_and_says_why_and_leaves_co
     out = pytester.path / "out.json"
     result = pytester.runpytest(
         "-p", "no:cacheprovider", "--benchmark-only", f"--benchmark-json={out}", "--zv-device=cpu",
-        f"--zv-weights={tiny_dir}", "--zv-matrix=gate", "--zv-time-cap=2", "-k", "zipvoice_distill-2step-torch-fp32",
+        f"--zv-weights={tiny_dir}", "--zv-matrix=gate", "--zv-time-cap=2", "-k", "zipvoice_distill-4step-torch-fp32",
     )  # fmt: skip
     assert result.ret == pytest.ExitCode.OK
     data = json.loads(out.read_text())
@@ -107,7 +107,7 @@ def test_a_gate_matrix_run_stops_each_row_by_its_rule_and_says_why_and_leaves_co
     fixed = pytester.runpytest(
         "-p", "no:cacheprovider", "--benchmark-only", f"--benchmark-json={out}", "--zv-device=cpu",
         f"--zv-weights={tiny_dir}", "--zv-matrix=gate", "--zv-rounds=2", "-k",
-        "zipvoice_distill-2step-torch-fp32 and solver",
+        "zipvoice_distill-4step-torch-fp32 and solver",
     )  # fmt: skip
     assert fixed.ret == pytest.ExitCode.OK
     (benchmark,) = json.loads(out.read_text())["benchmarks"]

@@ -22,7 +22,9 @@ pytestmark = pytest.mark.processes
 ROOT = Path(__file__).parents[1]
 
 
-def check(tmp_path: Path, budget: float = 300.0, compile_budget: float = 100.0) -> gpu_check.Check:
+def check(
+    tmp_path: Path, budget: float = 300.0, compile_budget: float = 100.0, gate_calibration: bool = False
+) -> gpu_check.Check:
     args = argparse.Namespace(
         budget=budget,
         compile_budget=compile_budget,
@@ -31,6 +33,7 @@ def check(tmp_path: Path, budget: float = 300.0, compile_budget: float = 100.0) 
         weights="synthetic",
         rounds=2,
         backends=gpu_check.GPU_BACKENDS,
+        gate_calibration=gate_calibration,
     )
     return gpu_check.Check(tmp_path / "out", time.monotonic() + budget, args)
 
@@ -210,3 +213,67 @@ def test_the_compile_steps_run_last_within_their_own_share_of_the_budget(tmp_pat
     collected = subprocess.run(collect, capture_output=True, text=True, cwd=ROOT, check=False, timeout=WAIT_S)
     functions = [line.strip() for line in collected.stdout.splitlines() if line.strip().startswith("<Function")]
     assert functions == ["<Function test_cold_start[zipvoice_distill-compile-fp16]>"], collected.stdout[-2000:]
+
+
+CALIBRATED = """run 1/1, injected 0%: zipvoice-16step-cudagraph-fp16-1800f solver pass (+0.4%)
+run 1/1, injected 10%: zipvoice-16step-cudagraph-fp16-1800f solver fail (+10.2%)
+injected  runs  rows  judged  fail  inconclusive  pass  improved  rate
+--------  ----  ----  ------  ----  ------------  ----  --------  -------------------------
+      0%     1     1       1     0             0     1         0  false alarms 0% (0/1 runs)
+     10%     1     1       1     1             0     0         0  detected 100% (1/1 rows)
+detected per row (failed / judged, per injected slowdown):
+"""
+
+
+def test_the_gate_calibration_records_the_gpus_gate_baseline_and_calibrates_it_in_the_whole_budget(
+    tmp_path, monkeypatch
+):
+    """--gate-calibration runs one step, zvperf calibrate of the gate matrix on CUDA, with every second of the
+    budget but the finish; its baseline is copied where baselines/ takes it, its table kept."""
+    from zvperf.cli import build_parser
+    from zvperf.suite.machine import hardware_key
+
+    clock = [0.0]
+    monkeypatch.setattr(gpu_check.time, "monotonic", lambda: clock[0])
+    runner = check(tmp_path, budget=570.0, gate_calibration=True)
+    runner.deadline = 570.0
+    runner.output.mkdir(parents=True)
+    limits = []
+    key = hardware_key("cuda")
+
+    def execute(step, limit, ok_codes=(0,)):  # what calibrate leaves behind when it finishes
+        limits.append(limit)
+        kept = Path(step.command[step.command.index("--") - 1].removeprefix("--keep="))
+        (kept / "baselines-1").mkdir(parents=True)
+        (kept / "baselines-1" / f"{key}.json").write_text("{}")
+        step.status, step.output = "ok", CALIBRATED
+        return step
+
+    monkeypatch.setattr(runner, "_execute", execute)
+    monkeypatch.setattr(runner, "_conformance", lambda: pytest.fail("only the calibration runs"))
+    runner._steps()
+    (step,) = runner.steps
+    assert limits == [570.0 - gpu_check.FINISH_S]
+    assert step.command[3:7] == ["calibrate", "--matrix=gate", "--device=cuda", "--runs=1"]
+    assert "--baseline-runs=7" in step.command and "--slowdowns=0.1" in step.command
+    assert step.command[-2:] == ["--", "--zv-weights=synthetic"]
+    args = build_parser(step.command[3:]).parse_args(step.command[3 : step.command.index("--")])
+    assert (args.matrix, args.device, args.runs, args.baseline_runs, args.slowdowns) == ("gate", "cuda", 1, 7, [0.1])
+    assert (runner.output / "baselines" / f"{key}.json").read_text() == "{}"
+    assert (runner.output / "gate-calibration.txt").read_text() == CALIBRATED
+    assert step.detail == (
+        f"baselines/{key}.json written; 0%     1     1       1     0             0     1         0  false alarms 0% "
+        "(0/1 runs); 10%     1     1       1     1             0     0         0  detected 100% (1/1 rows)"
+    )
+    # A calibration that wrote no baseline fails the step, saying where it looked.
+    failed = check(tmp_path / "again", budget=570.0, gate_calibration=True)
+    failed.output.mkdir(parents=True)
+
+    def nothing_kept(step, limit, ok_codes=(0,)):
+        step.status = "ok"
+        return step
+
+    monkeypatch.setattr(failed, "_execute", nothing_kept)
+    failed._steps()
+    assert failed.steps[0].status == "failed" and not (failed.output / "baselines").exists()
+    assert failed.steps[0].detail.startswith("the calibration wrote no baseline at ")

@@ -14,6 +14,13 @@ override them).
 With ``--confirm`` every failed or inconclusive verdict is then confirmed as the CI gate does it
 (``zvperf confirm``): processes of the unchanged code ("base") and of the code with the injected slowdown
 ("head") alternate, and head is judged against base; the tables give both rates.
+
+``--pool N`` is for a machine too slow for that: a repetition of the gate matrix takes 8 + 3 x 3 processes, plus
+the A/B's, and 20 repetitions of the full-size CPU matrix would take a 2-core machine most of a day. It measures
+N processes of the unchanged code once (reusing those ``--keep`` already holds) and draws every repetition's
+baseline, judged side and A/B sides from them (seeded: reproducible), a slowdown injected by scaling the drawn
+processes' round times (what ``--zv-inject-slowdown`` does inside each timed call, without its sleep's own
+jitter). The repetitions share processes, so they are not independent: the header says so, with N.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import random
 import subprocess
 import tempfile
@@ -32,7 +40,7 @@ from zvperf.argtypes import bounded_float, bounded_int, comma_list
 from zvperf.errors import ZvperfError
 from zvperf.gate import baselines, judge
 from zvperf.gate.config import GateConfig, load_config
-from zvperf.gate.confirm import MIN_PROCESSES
+from zvperf.gate.confirm import MIN_PROCESSES, confirmed, to_confirm
 from zvperf.gate.options import add_gate_options
 from zvperf.gate.stats import BASELINE_PROCESSES, JUDGED_PROCESSES, MIN_SIDE
 from zvperf.results.schema import ResultsFile, load_results
@@ -87,6 +95,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=bounded_int(MIN_PROCESSES),
         default=MIN_PROCESSES,
         help=f"with --confirm: processes of each side (default and minimum {MIN_PROCESSES})",
+    )
+    p.add_argument(
+        "--pool",
+        type=bounded_int(1),
+        metavar="N",
+        help="measure N unchanged processes once and draw each repetition's sides from them, slowdowns injected by "
+        "scaling their round times (with --keep DIR, the processes DIR holds are reused)",
     )
     p.add_argument(
         "--keep", type=Path, metavar="DIR", help="keep every run's JSON and baseline here, to re-judge later"
@@ -163,6 +178,90 @@ def calibrate(
                     tallies.confirmed[size].append(_statuses(report))
                     line += f"; confirmed: {_changes(report)}"
                 print(line, flush=True)
+    return tallies
+
+
+def scaled(run: ResultsFile, factor: float, out: Path) -> ResultsFile:
+    """A copy of ``run`` written to ``out`` with every round time (and the statistics of the rounds) times
+    ``factor``, marked as measured with the injected slowdown ``factor - 1``."""
+    document = json.loads(run.path.read_text())
+    for benchmark in document["benchmarks"]:
+        stats = benchmark["stats"]
+        stats["data"] = [t * factor for t in stats["data"]]
+        for key in ("min", "max", "mean", "median", "iqr", "q1", "q3", "stddev", "ld15iqr", "hd15iqr", "total"):
+            if isinstance(stats.get(key), int | float):
+                stats[key] *= factor
+        stats["ops"] = 1 / stats["mean"] if stats.get("mean") else stats.get("ops")
+        benchmark["extra_info"]["injected_slowdown"] = factor - 1
+    document.setdefault("zvperf", {})["injected_slowdown"] = factor - 1
+    out.write_text(json.dumps(document))
+    return load_results(out)
+
+
+def check_pool(size: int, baseline_runs: int, judged_runs: int, confirm_processes: int | None) -> None:
+    """Raise when a pool of ``size`` processes cannot give a repetition's distinct draws."""
+    needed = max(baseline_runs + judged_runs, 2 * (confirm_processes or 0))
+    if size < needed:
+        raise ZvperfError(
+            f"--pool {size} is too small: a repetition draws {needed} distinct processes from it "
+            f"({baseline_runs} baseline and {judged_runs} judged"
+            + (f", or {confirm_processes} a side for the A/B" if confirm_processes else "")
+            + ")."
+        )
+
+
+def measure_pool(size: int, pytest_args: list[str], work: Path) -> list[ResultsFile]:
+    """``size`` processes of the unchanged code: those ``work`` already holds (pool-N.json), the rest measured."""
+    pool = []
+    for index in range(1, size + 1):
+        path = work / f"pool-{index}.json"
+        kept = path.is_file() and path.stat().st_size > 0
+        pool.append(load_results(path) if kept else _benchmark_run(path, pytest_args, 0.0))
+        print(f"process {index}/{size} {'kept' if kept else 'measured'}", flush=True)
+    return pool
+
+
+def calibrate_pool(
+    runs: int,
+    sizes: list[float],
+    pool: list[ResultsFile],
+    config: GateConfig,
+    work: Path,
+    baseline_runs: int = BASELINE_PROCESSES,
+    confirm_processes: int | None = None,
+    judged_runs: int = JUDGED_PROCESSES,
+) -> Tallies:
+    """``calibrate`` with every side drawn from ``pool``: each repetition a baseline and a judged side of distinct
+    processes, the judged side scaled by each slowdown; with ``confirm_processes`` each failed or inconclusive
+    verdict confirmed A/B from two more draws of distinct processes, the head's scaled."""
+    check_pool(len(pool), baseline_runs, judged_runs, confirm_processes)
+    tallies = Tallies({size: [] for size in [0.0, *sizes]}, None)
+    if confirm_processes is not None:
+        tallies.confirmed = {size: [] for size in tallies.first}
+    draw = random.Random(0)
+
+    def slowed(runs: list[ResultsFile], size: float, label: str) -> list[ResultsFile]:
+        if not size:
+            return runs
+        return [scaled(run, 1 + size, work / f"{label}-{size:g}-{i}.json") for i, run in enumerate(runs, 1)]
+
+    for repetition in range(1, runs + 1):
+        drawn = draw.sample(pool, baseline_runs + judged_runs)
+        directory = work / f"baselines-{repetition}"
+        baselines.update(directory, *drawn[:baseline_runs])
+        for size, verdicts in tallies.first.items():
+            report = judge.compare(slowed(drawn[baseline_runs:], size, f"{repetition}-judged"), directory, config)
+            verdicts.append(_statuses(report))
+            line = f"run {repetition}/{runs}, injected {size:.0%}: {_changes(report)}"
+            if tallies.confirmed is not None and confirm_processes is not None:
+                ab = draw.sample(pool, 2 * confirm_processes)
+                doubtful = [v.id for v in to_confirm(report)]
+                if doubtful:
+                    head = slowed(ab[confirm_processes:], size, f"{repetition}-head")
+                    report = confirmed(report, ab[:confirm_processes], head, doubtful)
+                tallies.confirmed[size].append(_statuses(report))
+                line += f"; confirmed: {_changes(report)}"
+            print(line, flush=True)
     return tallies
 
 
@@ -248,7 +347,20 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     processes = args.processes if args.confirm else None
-    tallies = calibrate(args.runs, sizes, pytest_args, config, args.keep, baseline_runs, processes, judged_runs)
+    if args.pool:
+        check_pool(args.pool, baseline_runs, judged_runs, processes)
+        print(
+            f"drawn from a pool of {args.pool} processes of the unchanged code, slowdowns scaled into their round "
+            "times: the repetitions share processes and are not independent",
+            flush=True,
+        )
+        with contextlib.ExitStack() as stack:
+            work = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zvperf-calibrate-")))
+            work.mkdir(parents=True, exist_ok=True)
+            pool = measure_pool(args.pool, pytest_args, work)
+            tallies = calibrate_pool(args.runs, sizes, pool, config, work, baseline_runs, processes, judged_runs)
+    else:
+        tallies = calibrate(args.runs, sizes, pytest_args, config, args.keep, baseline_runs, processes, judged_runs)
     rows = _summary_rows(tallies.first)
     if tallies.confirmed is not None:
         for row, confirmed in zip(rows, _summary_rows(tallies.confirmed, " after confirmation"), strict=True):

@@ -8,6 +8,12 @@ into OUTPUT_DIR. Every step runs in its own process under a time limit, inside a
 build that hangs is one failed step, with its reason, and the run still shows everything else that breaks.
 A backend that cannot run here (no onnxruntime-gpu, no tensorrt) is a skipped step that says why.
 
+With ``--gate-calibration`` it runs one step instead, which needs a device session of its own: the gate matrix's
+baseline recorded on this GPU (``GATE_BASELINE_PROCESSES`` processes, the fewest the gate's three judged ones can
+be judged against) and one repetition of its calibration at 0% and 10% (``zvperf calibrate --matrix gate``), the
+baseline written to OUTPUT_DIR/baselines/<hardware key>.json for ``baselines/``, the calibration's table to
+OUTPUT_DIR/gate-calibration.txt and every process's results to OUTPUT_DIR/gate-calibration/.
+
 Exit status: 0 when every step that ran passed, 1 when one failed or ran out of time, 3 when there is no
 CUDA GPU (it stops at the first step that needs one).
 """
@@ -20,6 +26,7 @@ import dataclasses
 import importlib.metadata
 import importlib.util
 import json
+import math
 import os
 import platform
 import re
@@ -61,6 +68,11 @@ COMPILE_BUDGET_S = 150
 COMPILE_START = "test_cold_start and zipvoice_distill-compile-fp16"  # one model, one graph, cold and warm
 GUIDE_LIMIT_S = 120
 FINISH_S = 30  # kept back for the gate, the report and the summary
+# The gate calibration's processes: the baseline's, then three unchanged and three 10% slower judged against it.
+# Thirteen on an H100 take about 9 minutes (26.2 s to start and build, 16 s of captured rows: docs/gpu-check.md).
+GATE_BASELINE_PROCESSES = 7
+GATE_SLOWDOWN = 0.1
+RATE_LINE = re.compile(r"(false alarms|detected) \d")  # zvperf calibrate's summary rows
 MIN_STEP_S = 5  # a step with less time than this left is not started
 CONFORM_WORKERS = 4  # conformance is correctness, not timing: its processes share the GPU
 CONFORM_LINE = re.compile(r"^\s+(\w+)\s+max error (\S+)\s+tolerance (\S+)\s+(ok|FAIL)", re.M)  # zvperf conform's
@@ -97,6 +109,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--weights", default="auto", help="--zv-weights of the benchmark runs (default: auto)")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds per solver row (default: 3)")
+    p.add_argument(
+        "--gate-calibration",
+        action="store_true",
+        help=f"instead of the other steps: record the gate matrix's baseline on this GPU ({GATE_BASELINE_PROCESSES} "
+        f"processes) and calibrate the gate on it at 0%% and {GATE_SLOWDOWN:.0%%} (about 9 minutes on an H100: give "
+        "--budget 570)",
+    )
     p.add_argument(
         "--backends",
         type=backend_list,
@@ -136,7 +155,7 @@ class Check:
         # IEEE fp32 everywhere, ONNX Runtime's TensorRT provider included (its only switch is this variable).
         self.env = {**os.environ, "NVIDIA_TF32_OVERRIDE": os.environ.get("NVIDIA_TF32_OVERRIDE", "0")}
         self.work = Path(tempfile.mkdtemp(prefix="zvperf-gpu-check-"))
-        compiling = any(name in COMPILE_BACKENDS for name in args.backends)
+        compiling = not args.gate_calibration and any(name in COMPILE_BACKENDS for name in args.backends)
         self.kept_for_compile = min(args.compile_budget, args.budget) if compiling else 0.0
 
     # -- the steps --------------------------------------------------------------------------------------
@@ -157,6 +176,9 @@ class Check:
         return self._finish(started, 1 if failed else 0)
 
     def _steps(self) -> None:
+        if self.args.gate_calibration:
+            self._gate_calibration()
+            return
         backends = self.args.backends
         self._conformance()
         # The quick backends first, then those that compile or build engines of the full-size model.
@@ -247,6 +269,29 @@ class Check:
         step = self._add(Step("suite guide torch fp16"))
         args = ["--zv-matrix=guide", "--zv-backends=torch", "--zv-precision=fp16", "--zv-rounds=5", "--zv-warmup=2"]
         return self._pytest(step, args, GUIDE_LIMIT_S, [])
+
+    def _gate_calibration(self) -> None:
+        """The gate matrix's baseline for this GPU and one repetition of its calibration, in the whole budget."""
+        from zvperf.suite.machine import hardware_key
+
+        step = self._add(Step("gate calibration"))
+        kept = self.output / "gate-calibration"
+        step.command = [sys.executable, "-m", "zvperf", "calibrate", "--matrix=gate", "--device=cuda", "--runs=1"]
+        step.command += [f"--baseline-runs={GATE_BASELINE_PROCESSES}", f"--slowdowns={GATE_SLOWDOWN}"]
+        step.command += [f"--keep={kept}", "--", f"--zv-weights={self.args.weights}"]
+        self._execute(step, self._time_for(math.inf))
+        write_atomic(self.output / "gate-calibration.txt", step.output)
+        stored = kept / "baselines-1" / f"{hardware_key('cuda')}.json"
+        if step.status == "ok" and stored.is_file():
+            (self.output / "baselines").mkdir(exist_ok=True)
+            shutil.copyfile(stored, self.output / "baselines" / stored.name)
+            rates = [line.strip() for line in step.output.splitlines() if RATE_LINE.search(line)]
+            step.detail = f"baselines/{stored.name} written; " + "; ".join(rates)
+        elif step.status == "ok":
+            step.status, step.detail = "failed", f"the calibration wrote no baseline at {stored}"
+        else:
+            step.detail += f"; {_last_line(step)}"
+        self._say(f"[{step.name}] {step.status}: {step.detail}")
 
     def _pytest(self, step: Step, args: list[str], limit: float, reasons: list[str]) -> Path | None:
         from zvperf.suite.launcher import pytest_command

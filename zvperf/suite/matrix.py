@@ -165,11 +165,12 @@ GATE_PRESETS: dict[str, Preset] = {
         processes=JUDGED_PROCESSES,
         baseline_processes=BASELINE_PROCESSES,
     ),
-    # The CPU guide's fastest row of each model (reports/cpu: zipvoice at 4 steps, zipvoice_distill at 2): torch
-    # in bf16 where the CPU runs it natively (else those rows skip, saying so) and in fp32; a 2-core machine's
-    # rounds spread 1-4% of the median quiet, more under load.
+    # zipvoice at 4 steps (the CPU guide's fastest row of it) and zipvoice_distill at 4 (its balance row, as on
+    # CUDA): torch in bf16 where the CPU runs it natively (else those rows skip, saying so) and in fp32; a 2-core
+    # machine's rounds spread 1-4% of the median quiet, more under load, its full-size processes about 4%
+    # (docs/calibration.md).
     "cpu": Preset(
-        steps={"zipvoice": (4,), "zipvoice_distill": (2,)},
+        steps={"zipvoice": (4,), "zipvoice_distill": (4,)},
         variants=(("torch", "fp32"), ("torch", "bf16")),
         lengths=(None,),
         batches=(1,),
