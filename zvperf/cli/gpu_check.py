@@ -113,8 +113,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--gate-calibration",
         action="store_true",
         help=f"instead of the other steps: record the gate matrix's baseline on this GPU ({GATE_BASELINE_PROCESSES} "
-        f"processes) and calibrate the gate on it at 0%% and {GATE_SLOWDOWN * 100:.0f}%% (about 9 minutes on an H100: give "
-        "--budget 570)",
+        f"processes) and calibrate the gate on it at 0%% and {GATE_SLOWDOWN * 100:.0f}%% (about 9 minutes on an "
+        "H100: give --budget 570)",
     )
     p.add_argument(
         "--backends",
