@@ -10,6 +10,7 @@ import pytest
 from tests.gate_data import KEY, bench, spread_rounds, update_many, write_processes, write_results
 from tests.helpers import run_at_once
 from zvperf.cli import main
+from zvperf.cli.calibrate import scaled
 from zvperf.errors import ZvperfError
 from zvperf.gate import baselines
 from zvperf.results.schema import load_results
@@ -188,24 +189,12 @@ ROOT = Path(__file__).parents[1]
 H100_RUN = ROOT / "reports" / "nvidia-h100-80gb-hbm3" / "results.json"  # the run the H100 baseline was made from
 
 
-def slower_copy(source: Path, factor: float, out: Path) -> Path:
-    """``source`` with every round time, and every statistic made of them, ``factor`` times larger."""
-    document = json.loads(source.read_text())
-    for benchmark in document["benchmarks"]:
-        stats = benchmark["stats"]
-        stats["data"] = [t * factor for t in stats["data"]]
-        for key in ("min", "max", "mean", "median", "iqr", "q1", "q3", "stddev", "ld15iqr", "hd15iqr", "total"):
-            stats[key] *= factor
-    out.write_text(json.dumps(document))
-    return out
-
-
 def test_the_h100_baseline_says_it_cannot_judge_a_20_percent_slower_run_and_require_baseline_fails(
     tmp_path: Path, capsys
 ):
     """The committed H100 baseline is one run: against it, and from one run, no row can be judged. A copy of its own
     run made 20% slower once said "found no slowdown" and passed, --require-baseline too."""
-    slow = slower_copy(H100_RUN, 1.2, tmp_path / "slow.json")
+    slow = scaled(load_results(H100_RUN), 1.2, tmp_path / "slow.json").path
     args = ["compare", str(slow), "--baselines-dir", str(ROOT / "baselines"), "--format", "json"]
     assert main([*args, "--require-baseline"]) == 1
     document = json.loads(capsys.readouterr().out)
