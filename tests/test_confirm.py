@@ -3,6 +3,7 @@ processes; on fixed round times, then for real with a base checkout that runs wi
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import re
@@ -17,7 +18,7 @@ from tests.gate_data import bench, spread_rounds, store, write_processes, write_
 from tests.helpers import tiny_weights, write_official_dir
 from zvperf.cli import main
 from zvperf.gate import baselines, judge
-from zvperf.gate.config import GateConfig
+from zvperf.gate.config import GateConfig, Rule
 from zvperf.gate.confirm import MIN_PROCESSES, confirmed, pytest_name, to_confirm
 from zvperf.results.schema import ResultsFile, load_results
 
@@ -58,7 +59,25 @@ def test_confirmation_turns_a_stale_baseline_failure_into_a_pass(tmp_path: Path)
         "[confirmed: 6 base (abc123, zvperf None) and 6 head processes alternating in this job; "
         "against the stored baseline it was fail (+42.2%)]"
     )
-    assert again.confirmation.startswith("1 failed or inconclusive configuration(s) re-run A/B: 6 base")
+    assert again.confirmation.startswith("1 failed, inconclusive or doubtful configuration(s) re-run A/B: 6 base")
+
+
+def test_a_row_passed_while_slower_than_confirm_above_is_confirmed_and_can_fail(tmp_path: Path):
+    """A 7% slowdown against a 5% threshold that the stored baseline passed (+3%: its processes straddle the run's):
+    with confirm_above its A/B re-runs it, and the alternating processes find it."""
+    store(tmp_path / "bl", tmp_path / "old.json", [bench(ID, spread_rounds(0.1))])
+    judged = write_processes(tmp_path / "new.json", [bench(ID, spread_rounds(0.097))], step=0.067)
+    rule = Rule(threshold=0.05)
+    report = judge.compare(judged, tmp_path / "bl", GateConfig(rule))
+    (verdict,) = report.verdicts
+    assert verdict.change is not None and 0.02 < verdict.change < 0.05
+    assert verdict.status == judge.PASS and to_confirm(report) == []
+    doubtful = judge.compare(judged, tmp_path / "bl", GateConfig(dataclasses.replace(rule, confirm_above=0.02)))
+    assert [v.id for v in to_confirm(doubtful)] == [f"{ID} solver"]
+    again = confirmed(doubtful, runs(tmp_path, "base", 0.1), runs(tmp_path, "head", 0.107), [f"{ID} solver"])
+    (verdict,) = again.verdicts
+    assert verdict.status == judge.FAIL and again.failed
+    assert verdict.lines()[0].endswith(f"against the stored baseline it was pass ({doubtful.verdicts[0].change:+.1%})]")
 
 
 def test_a_confirmation_judges_the_rows_a_one_process_baseline_cannot_and_require_baseline_then_holds(tmp_path: Path):

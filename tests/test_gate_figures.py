@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.gate_data import STORED, bench, spread_rounds, write_processes, write_results
+from tests.gate_data import KEY, STORED, bench, spread_rounds, write_processes, write_results
 from zvperf.cli import main
 from zvperf.errors import ZvperfError
 from zvperf.gate import baselines, judge, stats
@@ -74,7 +74,7 @@ def config(tmp_path: Path, text: str) -> GateConfig:
 def test_a_baseline_keeps_each_runs_figures_and_its_reference_is_their_median(tmp_path: Path):
     directory = stored(tmp_path, [cpu(1000.0), cpu(1040.0), cpu(990.0)])
     document = json.loads((directory / "cpu-test-2c.json").read_text())
-    assert document["format"] == baselines.BASELINE_FORMAT == 4
+    assert document["format"] == baselines.BASELINE_FORMAT == 5
     assert document["benchmarks"][f"{ID} solver"]["per_run"] == {"peak_memory_mib": [1000.0, 1040.0, 990.0]}
     (verdict,) = judge.compare(run(tmp_path, cpu(1100.0)), directory, GateConfig(Rule(memory_threshold=0.05))).verdicts
     (memory,) = verdict.metrics
@@ -110,7 +110,7 @@ def test_a_memory_regression_fails_with_the_setting_on_and_passes_with_it_off(tm
     loose = config(tmp_path, 'memory_threshold = 0.10\n[override."zipvoice_distill-*"]\nmemory_threshold = 0.5\n')
     assert not judge.compare(bigger, directory, loose).failed
     off_again = config(tmp_path, 'memory_threshold = 0.10\n[override."* solver"]\nmemory_threshold = false\n')
-    assert off_again.rule(f"{ID} solver").memory_threshold is None
+    assert off_again.rule(f"{ID} solver", KEY).memory_threshold is None
     assert not judge.compare(bigger, directory, off_again).failed
     args = [
         "compare",
@@ -188,11 +188,11 @@ def test_a_baseline_without_the_figures_still_loads_and_its_verdict_says_the_fig
     (memory,) = report.verdicts[0].metrics
     assert (memory.status, memory.runs) == (judge.NO_FIGURE, (3, 0))
     assert memory.reason == "the baseline has none (its runs measured none, or it was stored before zvperf kept them)"
-    # The next update writes format 4, and the entry it replaces keeps what it had (no figures).
+    # The next update writes the current format, and the entry it replaces keeps what it had (no figures).
     baselines.update(directory, *run(tmp_path, cpu(1100.0), name="next.json"))
     again = json.loads(path.read_text())
     entry = again["benchmarks"][f"{ID} solver"]
-    assert again["format"] == 4 and entry["per_run"] == {"peak_memory_mib": [1100.0] * 3}
+    assert again["format"] == baselines.BASELINE_FORMAT and entry["per_run"] == {"peak_memory_mib": [1100.0] * 3}
     assert entry["previous"]["per_run"] == {}
     # The committed CPU baseline, of format 2, loads.
     committed = baselines.read(Path(__file__).parents[1] / "baselines" / "cpu-amd-epyc-f25m1-avx2-2c.json")

@@ -343,6 +343,11 @@ def run(args: argparse.Namespace) -> int:
         f"zvperf calibrate: {args.runs} repetitions of `pytest {' '.join([*PYTEST_ARGS, *pytest_args])}`, "
         f"baselines pooled from {baseline_runs} run(s), judged sides from {judged_runs}; gate: over "
         f"{rule.threshold:.0%} slower, p < {rule.alpha:g}, spread limit {rule.max_spread:.0%}"
+        + (
+            f" ({', '.join(o.name for o in config.overrides)} of {config.source} where they match)"
+            if config.overrides
+            else ""
+        )
         + (confirmation if args.confirm else ""),
         flush=True,
     )

@@ -3,7 +3,8 @@
 A file is ``{"format": 4, "hardware_key": ..., "machine": {...}, "benchmarks": {id: entry}}`` with sorted keys and
 two-space indentation, so a baseline change reads as a small diff. Each entry keeps the median, IQR,
 round count and (at most ``MAX_STORED_ROUNDS``) raw round times, the median of each run it pooled
-(``process_medians``: what the gate's test compares, ``zvperf.gate.stats``), the software
+(``process_medians``: what the gate's test compares, ``zvperf.gate.stats``) and the spread of each run's own rounds
+(``process_spreads``: what the gate's spread limit reads), the software
 versions, weights, commit and date of the run, the figures measured once per run (``per_run``: peak memory
 and energy per audio second, a value for each pooled run that measured it; ``zvperf.gate.metrics``), and the
 entry it replaced (``previous``, one level deep) so that ``zvperf baseline revert`` can undo a bad update. An
@@ -26,6 +27,8 @@ Baseline format history (``format``; a file without it is format 1):
 4. ``process_medians`` in each entry. Older entries pooled from one run read with that run's median (the
    entry's); those pooled from several read with none, and the gate cannot judge against them until the next
    update (the number changed for the reason 3 did).
+5. ``process_spreads`` in each entry: each pooled run's IQR over its median. Older entries read with none, and
+   the spread limit reads their pooled rounds' IQR, which holds the drift between processes too (stricter).
 
 A file of a newer format is refused with one sentence and left as it is.
 
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,7 +57,7 @@ from zvperf.results.schema import Result, ResultsFile
 from zvperf.results.stores import SOFTWARE_KEYS as SOFTWARE_KEYS  # re-exported: the gate names them from here
 from zvperf.results.stores import key_path, keys_in, machine_summary, order_statistics, run_versions
 
-BASELINE_FORMAT = 4
+BASELINE_FORMAT = 5
 DEFAULT_DIR = Path("baselines")  # relative to the current directory: run from the repository root
 MAX_STORED_ROUNDS = 50
 
@@ -61,6 +65,14 @@ MAX_STORED_ROUNDS = 50
 def _bounded(data: list[float]) -> list[float]:
     """At most MAX_STORED_ROUNDS round times, to the nanosecond."""
     return [round(v, 9) for v in order_statistics(data, MAX_STORED_ROUNDS)]
+
+
+def _numbers(value: dict[str, Any], key: str, what: str) -> list[float]:
+    """An entry's list of numbers (empty where its format has none); ValueError when it is not one."""
+    numbers = value.get(key) or []
+    if not isinstance(numbers, list) or not all(isinstance(x, int | float) for x in numbers):
+        raise ValueError(f"{key!r} is not a list of {what}")
+    return [float(x) for x in numbers]
 
 
 @dataclasses.dataclass
@@ -79,11 +91,19 @@ class Entry:
     runs: int = 1  # how many runs (processes) the rounds were pooled from
     per_run: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # metric key -> one figure per run
     process_medians: list[float] = dataclasses.field(default_factory=list)  # one per pooled run (format 4)
+    process_spreads: list[float] = dataclasses.field(default_factory=list)  # IQR / median per pooled run (format 5)
     previous: Entry | None = None
 
     @property
     def spread(self) -> float:
+        """IQR / median of the pooled rounds: the drift between processes included."""
         return self.iqr / self.median if self.median else float("inf")
+
+    @property
+    def round_noise(self) -> float:
+        """How far a process's rounds spread: the median of the pooled runs' own IQR over median (the pooled
+        rounds' for an entry stored before zvperf kept them)."""
+        return statistics.median(self.process_spreads) if self.process_spreads else self.spread
 
     @property
     def processes(self) -> list[float] | None:
@@ -118,6 +138,7 @@ class Entry:
             runs=len(measured),
             per_run=metrics.per_run([each for each, _ in measured]),
             process_medians=[round(each.median, 9) for each, _ in measured],
+            process_spreads=[round(each.spread, 6) for each, _ in measured],
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -142,9 +163,6 @@ class Entry:
             if not isinstance(number, int | float) or isinstance(number, bool) or number < 0:
                 raise ValueError(f"{key!r} is not a non-negative number")
         previous = value.get("previous")
-        process_medians = value.get("process_medians") or []  # formats 1 to 3: none
-        if not isinstance(process_medians, list) or not all(isinstance(x, int | float) for x in process_medians):
-            raise ValueError("'process_medians' is not a list of medians")
         return cls(
             median=float(value["median"]),
             iqr=float(value["iqr"]),
@@ -157,7 +175,8 @@ class Entry:
             flags=list(value.get("flags") or []),
             runs=int(value.get("runs", 1)),
             per_run=metrics.read_per_run(value.get("per_run", {})),  # formats 1 and 2: none
-            process_medians=[float(x) for x in process_medians],
+            process_medians=_numbers(value, "process_medians", "medians"),  # formats 1 to 3: none
+            process_spreads=_numbers(value, "process_spreads", "spreads"),  # formats 1 to 4: none
             previous=cls.from_json(previous) if previous is not None else None,
         )
 
@@ -263,14 +282,15 @@ def same_stack(runs: Sequence[ResultsFile], pooled_into: str) -> None:
                 )
 
 
-def _refuse_unjudgeable(path: Path, new: dict[str, Entry], config: GateConfig) -> None:
+def _refuse_unjudgeable(path: Path, new: dict[str, Entry], config: GateConfig, hardware_key: str) -> None:
     """Raise when a gated run could not be judged against an entry: with the gate matrix's judged processes, too
     few pooled runs for the exact test on process medians ever to give p below the entry's alpha."""
-    needed = {name: max(MIN_SIDE, processes_needed(JUDGED_PROCESSES, config.rule(name).alpha)) for name in new}
+    alphas = {name: config.rule(name, hardware_key).alpha for name in new}
+    needed = {name: max(MIN_SIDE, processes_needed(JUDGED_PROCESSES, alphas[name])) for name in new}
     unjudgeable = [name for name, entry in new.items() if entry.runs < needed[name]]
     if unjudgeable:
         first = unjudgeable[0]
-        runs, alpha = new[first].runs, config.rule(first).alpha
+        runs, alpha = new[first].runs, alphas[first]
         raise ZvperfError(
             f"{path} was not updated: the gate could not judge {len(unjudgeable)} of {len(new)} benchmarks against "
             f"it, such as {first!r}, pooled from {'one run' if runs == 1 else f'{runs} runs'}: against the "
@@ -302,7 +322,7 @@ def update(directory: Path, *runs: ResultsFile, config: GateConfig | None = None
     with locked(path):
         current = read(path) or BaselineFile(path, runs[0].hardware_key, {}, {})  # a broken file is said first
         if config is not None:
-            _refuse_unjudgeable(path, new, config)
+            _refuse_unjudgeable(path, new, config, current.hardware_key)
         current.machine = machine_summary(runs[0])
         for name, entry in new.items():
             old = current.entries.get(name)

@@ -8,10 +8,14 @@ benchmark has a looser threshold::
     max_spread = 0.10   # IQR / median above which a result (or its baseline) is too noisy to judge
     memory_threshold = 0.10     # off unless set: fail when peak memory is more than 10% above the baseline's
     energy_threshold = 0.15     # off unless set: the same for a GPU's energy per second of audio
+    confirm_above = 0.02        # off unless set: a row that passed while over 2% slower is confirmed A/B too
 
     [override."* cold_start"]   # fnmatch on the benchmark id; every match applies, later ones win
     threshold = 0.25
     energy_threshold = false    # false turns a figure's threshold off again
+
+    [override."cpu-*/*"]        # HARDWARE/ID: on the hardware keys that match only
+    threshold = 0.05
 
     [[expected_absent]]         # configurations a hardware key is known not to have: their absence passes
     hardware = "nvidia-l4*"     # fnmatch on the hardware key
@@ -50,6 +54,10 @@ class Rule:
     # Relative increase of a one-number-per-run figure (zvperf.gate.metrics) that fails; None: not judged.
     memory_threshold: float | None = None  # peak memory
     energy_threshold: float | None = None  # GPU energy per second of audio
+    # A row the stored baseline passed while slower than this is re-run in the A/B confirmation too (None: only
+    # failed and inconclusive rows are): the first judgement reads a slowdown near the threshold below it often
+    # enough on a noisy machine to miss it, the A/B's alternating processes do not (docs/calibration.md).
+    confirm_above: float | None = None
 
     def check(self, source: str) -> None:
         if not self.threshold > 0:
@@ -58,6 +66,11 @@ class Rule:
             raise ZvperfError(f"{source}: alpha must be between 0 and 1, got {self.alpha}.")
         if not self.max_spread > 0:
             raise ZvperfError(f"{source}: max_spread must be above 0, got {self.max_spread}.")
+        if self.confirm_above is not None and not 0 <= self.confirm_above < self.threshold:
+            raise ZvperfError(
+                f"{source}: confirm_above must be at least 0 and below the threshold {self.threshold:g} (or false: "
+                f"off), got {self.confirm_above}."
+            )
         for metric in METRICS:
             value = getattr(self, metric.setting)
             if value is not None and not value > 0:
@@ -65,7 +78,7 @@ class Rule:
 
 
 SETTINGS = tuple(f.name for f in dataclasses.fields(Rule))
-SWITCHABLE = frozenset(metric.setting for metric in METRICS)  # settings that `false` turns off
+SWITCHABLE = frozenset({*(metric.setting for metric in METRICS), "confirm_above"})  # settings `false` turns off
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,24 +95,48 @@ class Absence:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class Override:
+    """Settings for the benchmarks whose id matches ``pattern``, on the hardware keys that match ``hardware``."""
+
+    pattern: str  # fnmatch on benchmark ids
+    settings: dict[str, Any]
+    hardware: str = "*"  # fnmatch on the hardware key
+
+    @classmethod
+    def parse(cls, name: str, settings: dict[str, Any]) -> Override:
+        """``[override."ID"]`` or ``[override."HARDWARE/ID"]``: benchmark ids have no slash, hardware keys neither."""
+        hardware, slash, pattern = name.rpartition("/")
+        return cls(pattern, settings, hardware if slash else "*")
+
+    @property
+    def name(self) -> str:
+        """As gate.toml writes it: ``override."cpu-*/*"``."""
+        where = "" if self.hardware == "*" else f"{self.hardware}/"
+        return f'override."{where}{self.pattern}"'
+
+    def applies(self, benchmark_id: str, hardware_key: str) -> bool:
+        return fnmatch.fnmatchcase(benchmark_id, self.pattern) and fnmatch.fnmatchcase(hardware_key, self.hardware)
+
+
 @dataclasses.dataclass
 class GateConfig:
     defaults: Rule = Rule()
-    overrides: list[tuple[str, dict[str, Any]]] = dataclasses.field(default_factory=list)  # pattern, settings
+    overrides: list[Override] = dataclasses.field(default_factory=list)
     source: Path | None = None  # the file it came from (None: built-in defaults)
     expected_absent: list[Absence] = dataclasses.field(default_factory=list)
 
-    def rule(self, benchmark_id: str) -> Rule:
+    def rule(self, benchmark_id: str, hardware_key: str) -> Rule:
         rule = self.defaults
-        for pattern, settings in self.overrides:
-            if fnmatch.fnmatchcase(benchmark_id, pattern):
-                rule = dataclasses.replace(rule, **settings)
+        for override in self.overrides:
+            if override.applies(benchmark_id, hardware_key):
+                rule = dataclasses.replace(rule, **override.settings)
         return rule
 
     def judges(self, metric: Metric) -> bool:
         """Whether any benchmark's rule sets a threshold for this figure."""
         return getattr(self.defaults, metric.setting) is not None or any(
-            settings.get(metric.setting) is not None for _, settings in self.overrides
+            override.settings.get(metric.setting) is not None for override in self.overrides
         )
 
     def absence(self, hardware_key: str, benchmark_id: str) -> Absence | None:
@@ -164,5 +201,5 @@ def load_config(path: Path | None, baselines_dir: Path) -> GateConfig:
             raise ZvperfError(f"{where}: must be a table of settings.")
         settings = _settings(table, where)
         dataclasses.replace(defaults, **settings).check(where)
-        overrides.append((pattern, settings))
+        overrides.append(Override.parse(pattern, settings))
     return GateConfig(defaults, overrides, path, absences)

@@ -6,11 +6,12 @@ process to the next (docs/calibration.md), a new driver, a warmer room, all land
 ``continuous`` answers this by timing both commits in the same session, interleaving them; this is the same,
 made for zvperf's processes: ``zvperf.suite.confirm`` runs base, head, base, head, ... (at least six of
 each), the rounds of each side are pooled, and the same rule (threshold, exact Mann-Whitney U on the processes'
-medians) decides. Only the configurations that failed or were inconclusive are re-run, so the cost stays
-proportional to the doubt. The re-run rows are a second, independent sample of the rows the first judgement
-picked, so their p-values are adjusted (Benjamini-Hochberg) among themselves, not with the rows the first
-judgement settled: six processes a side give p = 1/924 at the least, below alpha 0.01 for one slower row among up
-to nine re-run ones; five (1/252) would not be for one among three.
+medians) decides. Only the configurations that failed or were inconclusive are re-run (and, where gate.toml
+sets ``confirm_above``, those that passed while slower than it), so the cost stays proportional to the doubt. The
+re-run rows are a second, independent sample of the rows the first judgement picked, so their p-values are
+adjusted (Benjamini-Hochberg) among themselves, not with the rows the first judgement settled: six processes a
+side give p = 1/924 at the least, below alpha 0.01 for one slower row among up to nine re-run ones; five (1/252)
+would not be for one among three.
 
 A figure over its threshold (peak memory, energy per audio second: ``zvperf.gate.metrics``) is confirmed the
 same way, though it is one number per run: energy is power times time and drifts with the machine as time does,
@@ -24,9 +25,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from zvperf.gate import baselines, judge, metrics
+from zvperf.gate import baselines, judge
 from zvperf.gate.baselines import Entry
-from zvperf.gate.judge import FAIL, INCONCLUSIVE, GateReport, Verdict
+from zvperf.gate.judge import FAIL, INCONCLUSIVE, PASS, GateReport, Verdict
 from zvperf.results.schema import Result, ResultsFile
 
 MIN_PROCESSES = 6  # per side: what the exact test needs to reach alpha 0.01 for one row among a few (above)
@@ -34,9 +35,16 @@ TO_CONFIRM = (FAIL, INCONCLUSIVE)
 
 
 def to_confirm(report: GateReport) -> list[Verdict]:
-    """The verdicts an A/B run can settle: measured now, compared with a baseline, failed or inconclusive, or with
-    a figure over its threshold."""
-    return [v for v in report.verdicts if v.change is not None and (v.status in TO_CONFIRM or v.failing)]
+    """The verdicts an A/B run can settle: measured now, compared with a baseline, failed or inconclusive, with a
+    figure over its threshold, or passed while slower than their rule's ``confirm_above``."""
+    return [
+        v for v in report.verdicts if v.change is not None and (v.status in TO_CONFIRM or v.failing or _doubtful(v))
+    ]
+
+
+def _doubtful(verdict: Verdict) -> bool:
+    above = verdict.rule.confirm_above
+    return verdict.status == PASS and above is not None and verdict.change is not None and verdict.change > above
 
 
 def _first_verdict(verdict: Verdict) -> str:
@@ -87,7 +95,7 @@ def confirmed(
     else:
         base_commit = next((run.commit for run in base_runs), "unknown")
         version = next((run.zvperf_machine.get("software", {}).get("zvperf") for run in base_runs), None)
-        reference, rerun = f"base {base_commit[:12]}", "failed or inconclusive configuration(s)"
+        reference, rerun = f"base {base_commit[:12]}", "failed, inconclusive or doubtful configuration(s)"
         how = (
             f"{len(base_runs)} base ({base_commit[:12]}, zvperf {version}) and {len(head_runs)} head processes "
             "alternating in this job"
@@ -104,11 +112,8 @@ def confirmed(
             verdicts.append(verdict)
             continue
         entry = Entry.pooled(base)
-        head_results = [r for r, _ in head]
         versions = baselines.run_versions(head[0][1])
-        figures, medians = metrics.per_run(head_results), [r.median for r in head_results]
-        pooled = judge.pooled_result(head_results)
-        again = judge.judge(pooled, entry, verdict.rule, report.hardware_key, versions, figures, medians)
+        again = judge.judge([r for r, _ in head], entry, verdict.rule, report.hardware_key, versions)
         again.reference = reference
         again.confirmed = f"{how}; against the stored baseline it was {_first_verdict(verdict)}"
         verdicts.append(again)

@@ -14,7 +14,8 @@ A side of one process cannot be judged: its drift cannot be told from a change. 
 exact test ever to reach alpha (its smallest p is 1 / C(k+m, k): 0.05 for three processes against three, 0.006
 for three against eight). Such a row is *inconclusive* and says so, never a pass, and ``--require-baseline`` fails
 the run (pool more runs, or let CI's A/B confirmation judge it). Inconclusive too: a result or baseline whose
-pooled rounds' IQR is above ``max_spread`` of its median, a baseline entry of an older format that pooled several
+processes' rounds spread more than ``max_spread`` of their median (IQR, the median over its processes; the drift
+between processes is the test's to weigh), a baseline entry of an older format that pooled several
 runs without keeping their medians, a throttled GPU, and a slowdown beyond the threshold that is not significant
 (it may be real: confirm it, ``zvperf.gate.confirm``).
 
@@ -39,7 +40,7 @@ import dataclasses
 import math
 import statistics
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -267,8 +268,10 @@ class Verdict:
         return value
 
 
-def _noise(result: Result, baseline: Entry, rule: Rule) -> list[str]:
-    """Why this pair of measurements cannot be judged, if it cannot."""
+def _noise(measured: Sequence[Result], result: Result, baseline: Entry, rule: Rule) -> list[str]:
+    """Why this pair of measurements cannot be judged, if it cannot. The spread limit reads each process's own
+    rounds (the median of their IQRs over medians): the drift between processes is the test's to weigh, and the
+    pooled rounds' IQR would hold it too."""
     problems = []
     n, m = len(result.data), len(baseline.data)
     if not n or not m:
@@ -277,11 +280,18 @@ def _noise(result: Result, baseline: Entry, rule: Rule) -> list[str]:
         problems.append("the GPU throttled during the run")
     if baseline.throttled:
         problems.append("the GPU throttled during the baseline run")
-    if result.spread > rule.max_spread:
-        problems.append(f"noisy: IQR is {result.spread:.0%} of the median (limit {rule.max_spread:.0%})")
-    if baseline.spread > rule.max_spread:
-        problems.append(f"noisy baseline: IQR is {baseline.spread:.0%} of its median (limit {rule.max_spread:.0%})")
+    limit = f"(limit {rule.max_spread:.0%})"
+    noise = statistics.median(each.spread for each in measured)
+    if noise > rule.max_spread:
+        problems.append(f"noisy: IQR is {noise:.0%} of the median{_per_process(len(measured))} {limit}")
+    if baseline.round_noise > rule.max_spread:
+        per_process = _per_process(len(baseline.process_spreads))
+        problems.append(f"noisy baseline: IQR is {baseline.round_noise:.0%} of its median{per_process} {limit}")
     return problems
+
+
+def _per_process(processes: int) -> str:
+    return f" in a process (the median of {processes})" if processes > 1 else ""
 
 
 def _differences(result: Result, baseline: Entry, versions: dict[str, str | None]) -> list[str]:
@@ -304,28 +314,22 @@ def _differences(result: Result, baseline: Entry, versions: dict[str, str | None
 
 
 def judge(
-    result: Result,
-    baseline: Entry,
-    rule: Rule,
-    hardware_key: str,
-    versions: dict[str, str | None],
-    figures: Mapping[str, list[float]] | None = None,
-    processes: list[float] | None = None,
+    measured: Sequence[Result], baseline: Entry, rule: Rule, hardware_key: str, versions: dict[str, str | None]
 ) -> Verdict:
-    """One benchmark's measurements against its baseline; the status is decided once the run's p-values are
-    adjusted together (``decide_all``). ``result`` pools the run side's rounds; ``processes`` are the medians of
-    the processes it pooled (default: its own, one process) and ``figures`` their per-run figures (default: the
-    result's own)."""
+    """One benchmark's measurements in one or more processes of one commit against its baseline: their rounds
+    pooled, their medians tested; the status is decided once the run's p-values are adjusted together
+    (``decide_all``)."""
+    result = pooled_result(measured) if len(measured) > 1 else measured[0]
     change = result.median / baseline.median - 1 if baseline.median else math.inf
-    new, old = processes or [result.median], baseline.processes
-    problems = _noise(result, baseline, rule)
+    new, old = [each.median for each in measured], baseline.processes
+    problems = _noise(measured, result, baseline, rule)
     if old is None:
         problems.append(
             f"the baseline pooled {baseline.runs} runs and, stored before zvperf kept each run's median, cannot be "
             "tested against: update it"
         )
     test = process_test(new, old, slower=change >= 0) if result.data and baseline.data and old else None
-    figures = metrics.per_run([result]) if figures is None else figures
+    figures = metrics.per_run(measured)
     checks = [
         judge_figure(
             metric, threshold, figures.get(metric.key, []), baseline.per_run.get(metric.key, []), result, baseline
@@ -539,18 +543,17 @@ def compare(
             processes.setdefault(each.id, []).append(each)
     verdicts = []
     for name, measured in processes.items():
-        result = pooled_result(measured) if len(measured) > 1 else measured[0]
         entry = entries.get(name)
         if entry is None:
+            result = pooled_result(measured) if len(measured) > 1 else measured[0]
             reason = "no baseline (zvperf baseline update adds one)"
             # With its rule: an A/B confirmation may still judge it (two ZipVoice checkouts, zvperf confirm).
-            rule = config.rule(name)
+            rule = config.rule(name, key)
             verdicts.append(
                 Verdict(name, NO_BASELINE, key, reason, median=result.median, gpu=gpu_state(result), rule=rule)
             )
         else:
-            figures, medians = metrics.per_run(measured), [each.median for each in measured]
-            verdicts.append(judge(result, entry, config.rule(name), key, versions, figures, medians))
+            verdicts.append(judge(measured, entry, config.rule(name, key), key, versions))
     unmeasured = {name: why for run in reversed(runs) for name, why in run.unmeasured.items()}  # the first run's
     for name in [*unmeasured, *sorted(set(entries) - set(unmeasured))]:
         why = unmeasured.get(name)
