@@ -93,6 +93,10 @@ def test_other_hardware_keys_files_are_never_touched(tmp_path: Path):
             "entry 'x solver' is malformed (no 'data')",
         ),
         ('{"benchmarks": {"x solver": {"median": "fast", "iqr": 0, "rounds": 3, "data": []}}}', "'median' is not a"),
+        (
+            '{"benchmarks": {"x solver": {"median": 1, "iqr": 0, "rounds": 3, "data": [], "process_spreads": "low"}}}',
+            "entry 'x solver' is malformed ('process_spreads' is not a list of spreads)",
+        ),
     ],
 )
 def test_a_broken_baseline_file_is_an_error_naming_it_and_is_not_overwritten(tmp_path: Path, capsys, content, problem):

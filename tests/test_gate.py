@@ -204,6 +204,7 @@ def test_config_overrides_by_pattern_and_bad_configs_name_the_file(tmp_path: Pat
             "confirm_above must be at least 0 and below the threshold 0.1 (or false: off), got 0.1",
         ),
         ("alpha = 2", "alpha must be between 0 and 1, got 2.0"),
+        ('[override."cpu/x/*"]\nthreshold = 0.2', "more than one '/' (write HARDWARE/ID;"),
         ('[override."*"]\nthreshold = "big"', "threshold must be a number, got 'big'"),
     ]:
         path.write_text(text)

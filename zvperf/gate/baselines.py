@@ -1,6 +1,6 @@
 """Baselines: one human-readable JSON file per hardware key in ``baselines/``, safe to update concurrently.
 
-A file is ``{"format": 4, "hardware_key": ..., "machine": {...}, "benchmarks": {id: entry}}`` with sorted keys and
+A file is ``{"format": 5, "hardware_key": ..., "machine": {...}, "benchmarks": {id: entry}}`` with sorted keys and
 two-space indentation, so a baseline change reads as a small diff. Each entry keeps the median, IQR,
 round count and (at most ``MAX_STORED_ROUNDS``) raw round times, the median of each run it pooled
 (``process_medians``: what the gate's test compares, ``zvperf.gate.stats``) and the spread of each run's own rounds

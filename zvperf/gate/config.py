@@ -104,9 +104,13 @@ class Override:
     hardware: str = "*"  # fnmatch on the hardware key
 
     @classmethod
-    def parse(cls, name: str, settings: dict[str, Any]) -> Override:
+    def parse(cls, name: str, settings: dict[str, Any], where: str) -> Override:
         """``[override."ID"]`` or ``[override."HARDWARE/ID"]``: benchmark ids have no slash, hardware keys neither."""
         hardware, slash, pattern = name.rpartition("/")
+        if "/" in hardware:
+            raise ZvperfError(
+                f"{where}: more than one '/' (write HARDWARE/ID; neither a hardware key nor an id has one)."
+            )
         return cls(pattern, settings, hardware if slash else "*")
 
     @property
@@ -201,5 +205,5 @@ def load_config(path: Path | None, baselines_dir: Path) -> GateConfig:
             raise ZvperfError(f"{where}: must be a table of settings.")
         settings = _settings(table, where)
         dataclasses.replace(defaults, **settings).check(where)
-        overrides.append(Override.parse(pattern, settings))
+        overrides.append(Override.parse(pattern, settings, where))
     return GateConfig(defaults, overrides, path, absences)

@@ -319,7 +319,7 @@ def judge(
     """One benchmark's measurements in one or more processes of one commit against its baseline: their rounds
     pooled, their medians tested; the status is decided once the run's p-values are adjusted together
     (``decide_all``)."""
-    result = pooled_result(measured) if len(measured) > 1 else measured[0]
+    result = pooled_result(measured)
     change = result.median / baseline.median - 1 if baseline.median else math.inf
     new, old = [each.median for each in measured], baseline.processes
     problems = _noise(measured, result, baseline, rule)
@@ -503,7 +503,10 @@ def cpu_flag_difference(results: ResultsFile, machine: dict[str, Any]) -> str | 
 
 def pooled_result(results: Sequence[Result]) -> Result:
     """One result with the rounds of several processes (pytest-benchmark's statistics over all of them); the
-    facts of a throttled one if any, so that throttling still makes the verdict inconclusive."""
+    facts of a throttled one if any, so that throttling still makes the verdict inconclusive. One process is
+    itself."""
+    if len(results) == 1:
+        return results[0]
     stats = Stats()
     for result in results:
         for duration in result.data:
@@ -545,7 +548,7 @@ def compare(
     for name, measured in processes.items():
         entry = entries.get(name)
         if entry is None:
-            result = pooled_result(measured) if len(measured) > 1 else measured[0]
+            result = pooled_result(measured)
             reason = "no baseline (zvperf baseline update adds one)"
             # With its rule: an A/B confirmation may still judge it (two ZipVoice checkouts, zvperf confirm).
             rule = config.rule(name, key)
