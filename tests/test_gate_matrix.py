@@ -6,6 +6,7 @@ import importlib
 import json
 import math
 import re
+import statistics
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,11 @@ def test_a_gate_matrix_run_stops_each_row_by_its_rule_and_says_why_and_leaves_co
         assert (
             len(rounds) == GATE_PRESETS["cpu"].rounds or stop_reason(rounds[:-1], Stopping(rule.precision, 2)) is None
         )
+        # The host's reference was timed before every round, warm-up rounds too, in the row's precision.
+        reference = benchmark["extra_info"]["host_reference"]
+        assert len(reference["seconds"]) == len(rounds) + GATE_PRESETS["cpu"].warmup_rounds
+        assert reference["median"] == statistics.median(reference["seconds"]) > 0
+        assert reference["workload"].endswith("float32 matrix products")
     unmeasured = data["zvperf"]["unmeasured"]["zipvoice_distill-torch-fp32 cold_start"]
     assert unmeasured == {
         "outcome": "deselected",
@@ -111,7 +117,8 @@ def test_a_gate_matrix_run_stops_each_row_by_its_rule_and_says_why_and_leaves_co
     )  # fmt: skip
     assert fixed.ret == pytest.ExitCode.OK
     (benchmark,) = json.loads(out.read_text())["benchmarks"]
-    assert len(benchmark["stats"]["data"]) == 2 and "stopping" not in benchmark["extra_info"]  # --zv-rounds: fixed
+    info = benchmark["extra_info"]
+    assert len(benchmark["stats"]["data"]) == 2 and "stopping" not in info and "host_reference" not in info  # fixed
 
 
 def test_expected_rounds_follow_the_stopping_rule_from_the_measured_spread():

@@ -15,7 +15,8 @@ Results format history (``zvperf.format``; a file without it is format 1):
    file may now hold no timed benchmark at all when it holds these (every benchmark skipped).
 4. efficiency: solver results carry ``flops``, ``flop_rate`` and ``gemm_efficiency``, and
    ``machine_info.zvperf.gemm`` the attainable matrix-multiply rate per precision (older files: absent, None).
-   Rows timed under a stopping rule (the gate matrix) add ``stopping``, an optional key older readers keep.
+   Rows timed under a stopping rule (the gate matrix) add ``stopping``, an optional key older readers keep;
+   on a CPU, ``host_reference`` too (the same).
 
 A file of a format this version does not know is refused with one sentence; older ones are upgraded
 on reading (``_UPGRADES``), so committed results keep loading.
@@ -82,6 +83,9 @@ class BenchmarkFacts:
     # A row timed under a stopping rule (the gate matrix): why its rounds ended (precise, time cap, max rounds), the
     # median's spread then (half its 95% interval over it), the rule's precision and time cap (zvperf.suite.timing).
     stopping: Mapping[str, Any] | None = None
+    # Such a row on a CPU: a fixed workload timed before each of its rounds (zvperf.suite.timing.HostReference),
+    # its description, seconds per round and their median, by which the gate takes the host's speed out.
+    host_reference: Mapping[str, Any] | None = None
     other: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # keys this version does not know, kept
 
     @property

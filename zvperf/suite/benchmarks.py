@@ -32,19 +32,20 @@ from zvperf.backends.official import error_line
 from zvperf.engine import audio
 from zvperf.engine.device import on_engine_stream
 from zvperf.engine.flops import solve_flops
-from zvperf.engine.precision import TOLERANCES
+from zvperf.engine.precision import TOLERANCES, dtype_of
 from zvperf.results.schema import BenchmarkFacts
 from zvperf.suite.engines import SYNTHESIS_SEED, Engine, VerificationError
 from zvperf.suite.matrix import Combo, Config, Stopping
 from zvperf.suite.session import BenchSession
 from zvperf.suite.telemetry import Telemetry
-from zvperf.suite.timing import Stopped, measure
+from zvperf.suite.timing import HostReference, Stopped, measure
 
 
 class Timed(NamedTuple):
     result: Any  # the last call's
     telemetry: Telemetry
     stopped: Stopped | None  # why the rounds ended, under a stopping rule
+    reference: HostReference | None  # the host's speed beside each round, under a stopping rule on a CPU
 
 
 def _run_timed(
@@ -57,6 +58,8 @@ def _run_timed(
     stopping: Stopping | None = None,
 ) -> Timed:
     options = session.options
+    gated_on_cpu = stopping is not None and options.device == "cpu"
+    reference = HostReference(dtype_of(engine.config.precision)) if gated_on_cpu else None
     with (
         session.out_of_memory_skips("while timed"),
         on_engine_stream(options.device),
@@ -72,8 +75,9 @@ def _run_timed(
             telemetry=telemetry,
             slowdown=options.slowdown,
             stopping=stopping,
+            reference=reference,
         )
-    return Timed(result, telemetry, stopped)
+    return Timed(result, telemetry, stopped, reference)
 
 
 def _run_rows(session: BenchSession, engine: Engine, benchmark: Any, fn: Callable[[], Any]) -> Timed:
@@ -101,6 +105,8 @@ def _record(
         optional["zipvoice"] = engine.official.facts()
     if timed.stopped is not None:
         optional["stopping"] = timed.stopped.as_dict()
+    if timed.reference is not None:
+        optional["host_reference"] = timed.reference.as_dict()
     stats = benchmark.stats.stats
     median = stats.median
     facts = BenchmarkFacts(

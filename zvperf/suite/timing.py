@@ -10,14 +10,22 @@ pedantic's; then rounds timed the same way, each added to pytest-benchmark's own
 one until the median is known to the rule's precision, or the rounds reach the time cap or the most rounds a
 baseline stores. nvbench stops on the relative standard deviation of its samples; the median's interval is
 its counterpart for the gate, which compares medians and rank statistics and whose round times are skewed.
+
+On a CPU, those rows also time a fixed workload (:class:`HostReference`: matrix products of a fixed shape in the
+row's precision) before each round, outside the round's timing: a shared host's speed drifts by 10-25% over
+minutes, alike for every row timed at that time (docs/calibration.md), and the gate judges a row's median over
+that reference's, its own code's speed with the host's taken out (``zvperf.gate.judge``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
+
+import torch
 
 from zvperf.engine.device import synchronize
 from zvperf.gate.stats import median_spread
@@ -38,6 +46,37 @@ class Stopped:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+class HostReference:
+    """A fixed CPU workload timed beside a row's rounds: products of a [1024, 512] by [512, 2048] matrix (the
+    decoder's feed-forward shape) in the row's precision, on the row's threads, about 25 ms on a 2-core Xeon with
+    AMX. Its code is torch's and never the code under test, so a change to zvperf or ZipVoice does not move it,
+    and the host's speed does."""
+
+    SHAPE = (1024, 512, 2048)
+    REPEATS = {torch.float32: 4}  # half precision runs about 5 times faster on CPUs that run it natively
+    HALF_REPEATS = 16
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        m, k, n = self.SHAPE
+        self.repeats = self.REPEATS.get(dtype, self.HALF_REPEATS)
+        generator = torch.Generator().manual_seed(0)
+        self.a = torch.randn(m, k, generator=generator).to(dtype)
+        self.b = torch.randn(k, n, generator=generator).to(dtype)
+        self.seconds: list[float] = []
+        self.workload = f"{self.repeats} x [{m}x{k}]@[{k}x{n}] {str(dtype).removeprefix('torch.')} matrix products"
+
+    def time(self) -> None:
+        with torch.inference_mode():
+            start = time.perf_counter()
+            for _ in range(self.repeats):
+                torch.mm(self.a, self.b)
+            self.seconds.append(time.perf_counter() - start)
+
+    def as_dict(self) -> dict[str, Any]:
+        """What its results keep as ``host_reference``: the workload, each timing and their median."""
+        return {"workload": self.workload, "seconds": self.seconds, "median": statistics.median(self.seconds)}
 
 
 def stop_reason(data: list[float], rule: Stopping) -> str | None:
@@ -80,12 +119,16 @@ def measure(
     telemetry: Telemetry,
     slowdown: float = 0.0,
     stopping: Stopping | None = None,
+    reference: HostReference | None = None,
 ) -> tuple[Any, Stopped | None]:
     """Time ``fn`` with ``benchmark.pedantic`` (one call per round), then under ``stopping`` round by round until
-    it stops; returns the last result and why the rounds stopped (None: a fixed count)."""
+    it stops; returns the last result and why the rounds stopped (None: a fixed count). ``reference`` is timed
+    before each round (warm-up rounds too), untimed by the round."""
 
     def setup() -> None:
         synchronize(device)
+        if reference is not None:
+            reference.time()
         telemetry.round_start()
 
     def teardown() -> None:
