@@ -97,6 +97,11 @@ def test_other_hardware_keys_files_are_never_touched(tmp_path: Path):
             '{"benchmarks": {"x solver": {"median": 1, "iqr": 0, "rounds": 3, "data": [], "process_spreads": "low"}}}',
             "entry 'x solver' is malformed ('process_spreads' is not a list of spreads)",
         ),
+        (
+            '{"benchmarks": {"x solver": {"median": 1, "iqr": 0, "rounds": 3, "data": [], "process_medians": [1, 1.1], '
+            '"process_references": [0.025]}}}',
+            "entry 'x solver' is malformed ('process_references' has 1 values for 2 process medians)",
+        ),
     ],
 )
 def test_a_broken_baseline_file_is_an_error_naming_it_and_is_not_overwritten(tmp_path: Path, capsys, content, problem):

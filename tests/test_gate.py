@@ -197,7 +197,7 @@ def test_config_overrides_by_pattern_and_bad_configs_name_the_file(tmp_path: Pat
         (
             "thresold = 0.1",
             "unknown setting 'thresold' (known: threshold, alpha, max_spread, memory_threshold, energy_threshold, "
-            "confirm_above)",
+            "confirm_above, host_adjusted)",
         ),
         (
             "confirm_above = 0.1",

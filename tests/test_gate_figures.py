@@ -74,7 +74,7 @@ def config(tmp_path: Path, text: str) -> GateConfig:
 def test_a_baseline_keeps_each_runs_figures_and_its_reference_is_their_median(tmp_path: Path):
     directory = stored(tmp_path, [cpu(1000.0), cpu(1040.0), cpu(990.0)])
     document = json.loads((directory / "cpu-test-2c.json").read_text())
-    assert document["format"] == baselines.BASELINE_FORMAT == 5
+    assert document["format"] == baselines.BASELINE_FORMAT == 6
     assert document["benchmarks"][f"{ID} solver"]["per_run"] == {"peak_memory_mib": [1000.0, 1040.0, 990.0]}
     (verdict,) = judge.compare(run(tmp_path, cpu(1100.0)), directory, GateConfig(Rule(memory_threshold=0.05))).verdicts
     (memory,) = verdict.metrics

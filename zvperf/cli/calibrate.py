@@ -343,6 +343,7 @@ def run(args: argparse.Namespace) -> int:
         f"zvperf calibrate: {args.runs} repetitions of `pytest {' '.join([*PYTEST_ARGS, *pytest_args])}`, "
         f"baselines pooled from {baseline_runs} run(s), judged sides from {judged_runs}; gate: over "
         f"{rule.threshold:.0%} slower, p < {rule.alpha:g}, spread limit {rule.max_spread:.0%}"
+        + (", the host's speed taken out where both sides timed its reference" if rule.host_adjusted else "")
         + (
             f" ({', '.join(o.name for o in config.overrides)} of {config.source} where they match)"
             if config.overrides

@@ -4,7 +4,8 @@ A file is ``{"format": 5, "hardware_key": ..., "machine": {...}, "benchmarks": {
 two-space indentation, so a baseline change reads as a small diff. Each entry keeps the median, IQR,
 round count and (at most ``MAX_STORED_ROUNDS``) raw round times, the median of each run it pooled
 (``process_medians``: what the gate's test compares, ``zvperf.gate.stats``) and the spread of each run's own rounds
-(``process_spreads``: what the gate's spread limit reads), the software
+(``process_spreads``: what the gate's spread limit reads) and, for a gated CPU row, the median time of the fixed
+workload each run timed beside its rounds (``process_references``: the host's speed then), the software
 versions, weights, commit and date of the run, the figures measured once per run (``per_run``: peak memory
 and energy per audio second, a value for each pooled run that measured it; ``zvperf.gate.metrics``), and the
 entry it replaced (``previous``, one level deep) so that ``zvperf baseline revert`` can undo a bad update. An
@@ -29,6 +30,9 @@ Baseline format history (``format``; a file without it is format 1):
    update (the number changed for the reason 3 did).
 5. ``process_spreads`` in each entry: each pooled run's IQR over its median. Older entries read with none, and
    the spread limit reads their pooled rounds' IQR, which holds the drift between processes too (stricter).
+6. ``process_references`` and ``reference_workload``: the median time of the fixed workload each pooled run timed
+   beside the rounds (a gated row on a CPU: ``zvperf.suite.timing.HostReference``), and what it was. Older
+   entries read with none, and the gate judges them without taking the host's speed out.
 
 A file of a newer format is refused with one sentence and left as it is.
 
@@ -57,7 +61,7 @@ from zvperf.results.schema import Result, ResultsFile
 from zvperf.results.stores import SOFTWARE_KEYS as SOFTWARE_KEYS  # re-exported: the gate names them from here
 from zvperf.results.stores import key_path, keys_in, machine_summary, order_statistics, run_versions
 
-BASELINE_FORMAT = 5
+BASELINE_FORMAT = 6
 DEFAULT_DIR = Path("baselines")  # relative to the current directory: run from the repository root
 MAX_STORED_ROUNDS = 50
 
@@ -92,6 +96,9 @@ class Entry:
     per_run: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # metric key -> one figure per run
     process_medians: list[float] = dataclasses.field(default_factory=list)  # one per pooled run (format 4)
     process_spreads: list[float] = dataclasses.field(default_factory=list)  # IQR / median per pooled run (format 5)
+    # The host reference's median seconds per pooled run, and its workload (format 6; none where a run had none).
+    process_references: list[float] = dataclasses.field(default_factory=list)
+    reference_workload: str = ""
     previous: Entry | None = None
 
     @property
@@ -120,6 +127,9 @@ class Entry:
     def pooled(cls, measured: list[tuple[Result, ResultsFile]]) -> Entry:
         """One entry from the same benchmark's result in one or more runs of one commit and software."""
         result, results = measured[0]
+        references = [each.host_reference for each, _ in measured]
+        workloads = {reference[0] for reference in references if reference is not None}
+        kept = None not in references and len(workloads) == 1  # a reference is only comparable to its own workload
         # pytest-benchmark's own statistics over the pooled rounds (for one run, the numbers in its JSON).
         stats = Stats()
         for each, _ in measured:
@@ -139,6 +149,8 @@ class Entry:
             per_run=metrics.per_run([each for each, _ in measured]),
             process_medians=[round(each.median, 9) for each, _ in measured],
             process_spreads=[round(each.spread, 6) for each, _ in measured],
+            process_references=[round(r[1], 9) for r in references if r is not None] if kept else [],
+            reference_workload=workloads.pop() if kept else "",
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -163,6 +175,9 @@ class Entry:
             if not isinstance(number, int | float) or isinstance(number, bool) or number < 0:
                 raise ValueError(f"{key!r} is not a non-negative number")
         previous = value.get("previous")
+        references, medians = _numbers(value, "process_references", "seconds"), value.get("process_medians") or []
+        if references and len(references) != len(medians):
+            raise ValueError(f"'process_references' has {len(references)} values for {len(medians)} process medians")
         return cls(
             median=float(value["median"]),
             iqr=float(value["iqr"]),
@@ -177,6 +192,8 @@ class Entry:
             per_run=metrics.read_per_run(value.get("per_run", {})),  # formats 1 and 2: none
             process_medians=_numbers(value, "process_medians", "medians"),  # formats 1 to 3: none
             process_spreads=_numbers(value, "process_spreads", "spreads"),  # formats 1 to 4: none
+            process_references=references,  # formats 1 to 5: none
+            reference_workload=str(value.get("reference_workload", "")),
             previous=cls.from_json(previous) if previous is not None else None,
         )
 

@@ -58,6 +58,9 @@ class Rule:
     # failed and inconclusive rows are): the first judgement reads a slowdown near the threshold below it often
     # enough on a noisy machine to miss it, the A/B's alternating processes do not (docs/calibration.md).
     confirm_above: float | None = None
+    # Judge a CPU row's process medians over the fixed workload each process timed beside its rounds (the host's
+    # speed then), where both sides timed the same one under the same torch (docs/calibration.md).
+    host_adjusted: bool = True
 
     def check(self, source: str) -> None:
         if not self.threshold > 0:
@@ -79,6 +82,7 @@ class Rule:
 
 SETTINGS = tuple(f.name for f in dataclasses.fields(Rule))
 SWITCHABLE = frozenset({*(metric.setting for metric in METRICS), "confirm_above"})  # settings `false` turns off
+SWITCHES = frozenset({"host_adjusted"})  # settings that are true or false
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,9 +156,13 @@ def _settings(table: dict[str, Any], where: str) -> dict[str, Any]:
     unknown = [k for k in table if k not in SETTINGS]
     if unknown:
         raise ZvperfError(f"{where}: unknown setting {unknown[0]!r} (known: {', '.join(SETTINGS)}).")
-    settings: dict[str, float | None] = {}
+    settings: dict[str, float | bool | None] = {}
     for key, value in table.items():
-        if key in SWITCHABLE and value is False:
+        if key in SWITCHES:
+            if not isinstance(value, bool):
+                raise ZvperfError(f"{where}: {key} must be true or false, got {value!r}.")
+            settings[key] = value
+        elif key in SWITCHABLE and value is False:
             settings[key] = None  # TOML has no null: an override turns a figure's judgement off with false
         elif isinstance(value, int | float) and not isinstance(value, bool):
             settings[key] = float(value)

@@ -8,7 +8,9 @@ the gate matrix runs three), the baseline the runs it was updated from (the gate
 not rounds: a process's rounds share its state, and processes of unchanged code differ by more than their rounds
 do (a text encoder measured 21% slower in one process than in three others, every round of it above theirs:
 p = 0.001 on rounds, and no change). The threshold keeps a significant but negligible drift from failing; the test
-keeps a noisy median from failing.
+keeps a noisy median from failing. On a CPU a gated row's processes also timed a fixed workload beside their
+rounds; under ``host_adjusted`` (gate.toml) each process's median is read over that reference's, which takes out
+the host's speed at the time, which drifts over minutes on a shared VM (``host_references``, docs/calibration.md).
 
 A side of one process cannot be judged: its drift cannot be told from a change. Nor can sides too small for the
 exact test ever to reach alpha (its smallest p is 1 / C(k+m, k): 0.05 for three processes against three, 0.006
@@ -174,7 +176,9 @@ class Verdict:
     warnings: list[str] = dataclasses.field(default_factory=list)
     median: float | None = None
     baseline_median: float | None = None
-    change: float | None = None  # new median / baseline median - 1
+    change: float | None = None  # new median / baseline median - 1 (host-adjusted: of the adjusted process medians)
+    raw_change: float | None = None  # host-adjusted: the pooled medians' change, the host's speed left in
+    host_change: float | None = None  # host-adjusted: the reference workload's median time, run over baseline - 1
     p: float | None = None  # one-sided exact Mann-Whitney U on the process medians
     p_adjusted: float | None = None  # Benjamini-Hochberg over the run's tests
     method: str | None = None  # how p was computed (zvperf.gate.stats)
@@ -204,9 +208,14 @@ class Verdict:
         test = f"{p_text(self.p)} {self.method}, {p_text(self.p_adjusted, 'p_adj')}" if self.p is not None else "p=n/a"
         processes = "processes={}/{}, ".format(*self.processes) if self.processes else ""
         n, m = self.rounds
+        host = ""
+        if self.raw_change is not None and self.host_change is not None:
+            host = (
+                f" with the host's speed taken out (raw {self.raw_change:+.1%}, host reference {self.host_change:+.1%})"
+            )
         return (
             f"{self.id}: median {seconds(self.median)} vs {self.reference} {seconds(self.baseline_median)} "
-            f"({self.change:+.1%}, {test}, {processes}n={n}/{m}) on {self.hardware_key}"
+            f"({self.change:+.1%}{host}, {test}, {processes}n={n}/{m}) on {self.hardware_key}"
         )
 
     @property
@@ -313,16 +322,52 @@ def _differences(result: Result, baseline: Entry, versions: dict[str, str | None
     return notes
 
 
+def host_references(
+    measured: Sequence[Result], baseline: Entry, versions: dict[str, str | None]
+) -> tuple[list[float], list[float]] | str:
+    """Each side's host reference medians, process for process, or why the two sides' cannot be set side by side
+    ("" where neither side timed one: a GPU row, or a run of another matrix)."""
+    references = [each.host_reference for each in measured]
+    if all(r is None for r in references) and not baseline.process_references:
+        return ""
+    if None in references or not baseline.process_references:
+        missing = "the baseline's processes" if baseline.process_references == [] else "a process of the run"
+        return f"{missing} timed no host reference (stored before zvperf timed one?)"
+    workloads = {workload for workload, _ in filter(None, references)}
+    if workloads != {baseline.reference_workload}:
+        return f"the host references differ ({', '.join(sorted(workloads))} vs {baseline.reference_workload})"
+    if versions.get("torch") != baseline.versions.get("torch"):
+        return "torch differs from the baseline's, and the host reference is torch's own code"
+    return [seconds for _, seconds in filter(None, references)], baseline.process_references
+
+
 def judge(
     measured: Sequence[Result], baseline: Entry, rule: Rule, hardware_key: str, versions: dict[str, str | None]
 ) -> Verdict:
     """One benchmark's measurements in one or more processes of one commit against its baseline: their rounds
     pooled, their medians tested; the status is decided once the run's p-values are adjusted together
-    (``decide_all``)."""
+    (``decide_all``).
+
+    Under ``rule.host_adjusted``, where both sides timed the same host reference beside their rounds (a CPU's gated
+    rows), each process's median is divided by its reference's and scaled by the baseline's median reference: the
+    host's speed at the time, which moves every row timed then alike (docs/calibration.md), is taken out, and the
+    change and the test read the adjusted medians. A code change does not move the reference (torch's matrix
+    products; never adjusted across torch versions)."""
     result = pooled_result(measured)
     change = result.median / baseline.median - 1 if baseline.median else math.inf
     new, old = [each.median for each in measured], baseline.processes
     problems = _noise(measured, result, baseline, rule)
+    warnings = _differences(result, baseline, versions)
+    raw_change = host_change = None
+    host = host_references(measured, baseline, versions) if rule.host_adjusted else ""
+    if isinstance(host, str):
+        warnings += [f"not adjusted for the host's speed: {host}"] if host else []
+    elif old is not None and baseline.median:
+        scale = statistics.median(host[1])
+        new = [median * scale / reference for median, reference in zip(new, host[0], strict=True)]
+        old = [median * scale / reference for median, reference in zip(old, host[1], strict=True)]
+        raw_change, change = change, statistics.median(new) / statistics.median(old) - 1
+        host_change = statistics.median(host[0]) / scale - 1
     if old is None:
         problems.append(
             f"the baseline pooled {baseline.runs} runs and, stored before zvperf kept each run's median, cannot be "
@@ -341,10 +386,12 @@ def judge(
         result.id,
         INCONCLUSIVE,
         hardware_key,
-        warnings=_differences(result, baseline, versions),
+        warnings=warnings,
         median=result.median,
         baseline_median=baseline.median,
         change=change,
+        raw_change=raw_change,
+        host_change=host_change,
         p=test.p if test else None,
         method=test.method if test else None,
         rounds=(len(result.data), len(baseline.data)),
@@ -426,11 +473,12 @@ class GateReport:
             if self.config.judges(metric)
         ]
         figures_rule = f", when {' or '.join(figures)} (one figure per run: no test)" if figures else ""
+        host = " (over the host reference each timed beside them, where both sides did)" if rule.host_adjusted else ""
         return (
             f"zvperf gate on {self.hardware_key} against {self.path} - fails when a median is over "
-            f"{rule.threshold:.0%} slower and a one-sided exact Mann-Whitney U test on the processes' medians gives "
-            f"p < {rule.alpha:g} after the Benjamini-Hochberg adjustment{figures_rule}, and when a configuration is "
-            f"missing or errored ({settings})"
+            f"{rule.threshold:.0%} slower and a one-sided exact Mann-Whitney U test on the processes' medians{host} "
+            f"gives p < {rule.alpha:g} after the Benjamini-Hochberg adjustment{figures_rule}, and when a "
+            f"configuration is missing or errored ({settings})"
         )
 
     def figure_counts(self) -> str:

@@ -207,6 +207,12 @@ class Result:
         return self.iqr / self.median if self.median else float("inf")
 
     @property
+    def host_reference(self) -> tuple[str, float] | None:
+        """The fixed workload timed beside its rounds and its median seconds (a gated row on a CPU), or None."""
+        reference = self.facts.host_reference
+        return (str(reference["workload"]), float(reference["median"])) if reference else None
+
+    @property
     def flags(self) -> tuple[str, ...]:
         return self.facts.flags
 
