@@ -10,14 +10,17 @@ import statistics
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers import tiny_weights, write_official_dir
 from zvperf.cli import main
 from zvperf.errors import ZvperfError
 from zvperf.gate.stats import median_spread
 from zvperf.results.schema import load_results
+from zvperf.suite import timing
 from zvperf.suite.matrix import GATE_PRESETS, Stopping, expand, preset
-from zvperf.suite.timing import MAX_ROUNDS, PRECISE, TIME_CAP, stop_reason
+from zvperf.suite.telemetry import Telemetry
+from zvperf.suite.timing import MAX_ROUNDS, PRECISE, TIME_CAP, HostReference, measure, stop_reason
 from zvperf.suite.verdict_time import H100_PROCESS_SECONDS, expected_rounds, row_ids, verdict_time
 
 ROOT = Path(__file__).parents[1]
@@ -50,6 +53,34 @@ def test_the_gate_matrix_is_each_devices_fastest_path_of_each_model_with_its_end
     assert expand("guide").kinds == ("solver", "e2e", "text_encoder", "vocoder", "cold_start")
     with pytest.raises(ZvperfError, match=r"--zv-matrix 'nightly' is not one of quick, guide, full, gate\."):
         expand("nightly")
+
+
+class Pedantic:
+    """pytest-benchmark's pedantic mode as measure() calls it: setup, the timed call, teardown, each round."""
+
+    def pedantic(self, target, setup, teardown, rounds, warmup_rounds, iterations):
+        for _ in range(warmup_rounds + rounds):
+            setup()
+            result = target()
+            teardown()
+        return result
+
+
+@pytest.mark.parametrize(("rewarm_below", "extra_calls"), [(timing.REWARM_BELOW, 4), (0, 0)])
+def test_a_short_row_is_called_again_untimed_after_the_reference_evicts_its_data(
+    monkeypatch, rewarm_below: int, extra_calls: int
+):
+    # A call far shorter than the reference: after the first round, each round's setup times the reference and then
+    # calls it once more, untimed. A call longer than REWARM_BELOW references (here: a bound of 0) is not.
+    monkeypatch.setattr(timing, "REWARM_BELOW", rewarm_below)
+    calls = []
+    reference = HostReference(torch.float32)
+    with Telemetry("cpu") as telemetry:
+        measure(
+            Pedantic(), lambda: calls.append(1), device="cpu", rounds=3, warmup_rounds=2, telemetry=telemetry,
+            reference=reference,
+        )  # fmt: skip
+    assert len(reference.seconds) == 5 and len(calls) == 5 + extra_calls
 
 
 def test_a_rows_rounds_stop_when_its_median_is_precise_at_the_time_cap_or_at_the_most_rounds():
