@@ -1,6 +1,6 @@
 """Baselines: one human-readable JSON file per hardware key in ``baselines/``, safe to update concurrently.
 
-A file is ``{"format": 5, "hardware_key": ..., "machine": {...}, "benchmarks": {id: entry}}`` with sorted keys and
+A file is ``{"format": 6, "hardware_key": ..., "machine": {...}, "benchmarks": {id: entry}}`` with sorted keys and
 two-space indentation, so a baseline change reads as a small diff. Each entry keeps the median, IQR,
 round count and (at most ``MAX_STORED_ROUNDS``) raw round times, the median of each run it pooled
 (``process_medians``: what the gate's test compares, ``zvperf.gate.stats``) and the spread of each run's own rounds
@@ -175,7 +175,10 @@ class Entry:
             if not isinstance(number, int | float) or isinstance(number, bool) or number < 0:
                 raise ValueError(f"{key!r} is not a non-negative number")
         previous = value.get("previous")
-        references, medians = _numbers(value, "process_references", "seconds"), value.get("process_medians") or []
+        references, medians = (
+            _numbers(value, "process_references", "seconds"),
+            _numbers(value, "process_medians", "medians"),
+        )
         if references and len(references) != len(medians):
             raise ValueError(f"'process_references' has {len(references)} values for {len(medians)} process medians")
         return cls(
@@ -190,7 +193,7 @@ class Entry:
             flags=list(value.get("flags") or []),
             runs=int(value.get("runs", 1)),
             per_run=metrics.read_per_run(value.get("per_run", {})),  # formats 1 and 2: none
-            process_medians=_numbers(value, "process_medians", "medians"),  # formats 1 to 3: none
+            process_medians=medians,  # formats 1 to 3: none
             process_spreads=_numbers(value, "process_spreads", "spreads"),  # formats 1 to 4: none
             process_references=references,  # formats 1 to 5: none
             reference_workload=str(value.get("reference_workload", "")),

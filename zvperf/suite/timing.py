@@ -130,13 +130,13 @@ def measure(
     before each round (warm-up rounds too), untimed by the round; a row whose calls are short is then called once
     more, untimed, before its round: the reference's matrices evict its data, and the 15 ms text encoder ran 18%
     slower right after them (docs/calibration.md)."""
-    calls: list[float] = []  # each call's seconds, to tell a short row
+    last_call = float("inf")  # the last timed call's seconds, to tell a short row (none yet: not short)
 
     def setup() -> None:
         synchronize(device)
         if reference is not None:
             reference.time()
-            if calls and calls[-1] < REWARM_BELOW * reference.seconds[-1]:
+            if last_call < REWARM_BELOW * reference.seconds[-1]:
                 fn()
                 synchronize(device)
         telemetry.round_start()
@@ -147,9 +147,10 @@ def measure(
     slowed = synchronized(fn, device, slowdown)
 
     def timed() -> Any:
+        nonlocal last_call
         start = time.perf_counter()
         result = slowed()
-        calls.append(time.perf_counter() - start)
+        last_call = time.perf_counter() - start
         return result
 
     result = benchmark.pedantic(
